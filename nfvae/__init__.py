@@ -1,0 +1,3 @@
+"""nfvae: variational autoencoders with normalizing-flow posteriors."""
+
+__version__ = "0.1.0"

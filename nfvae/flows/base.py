@@ -1,0 +1,186 @@
+"""The flow interface shared by every family, parameter sources, and FlowSequence.
+
+Every flow maps in the sampling direction z0 -> zK:
+
+    forward(z (B, D), context (B, H) or None) -> (z_new (B, D), log_det (B,))
+
+where ``log_det`` is log|det dz_new/dz| per example. A family only writes the
+bijection (``transform``) on raw, unconstrained parameters and declares their
+shapes; where those parameters come from (a linear head on the encoder's
+context, or one learned set shared by all data points) is the job of a
+``ParameterSource``. One code path serves amortized and global flows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class InverseNotAvailable(NotImplementedError):
+    """Raised by flows whose inverse has no closed form (planar, radial, ...)."""
+
+
+class Flow(nn.Module):
+    """Base class: an invertible map z -> z_new with its log-determinant."""
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """zK -> z0 and log|det dz0/dzK|; families without a closed form raise."""
+        raise InverseNotAvailable(f"{type(self).__name__} has no closed-form inverse")
+
+
+class ParameterSource(nn.Module):
+    """Produces a dict of raw parameters, each of shape (B, *shape)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        super().__init__()
+        self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
+        self.sizes = [math.prod(shape) for shape in self.shapes.values()]
+
+    def unpack(self, flat: Tensor) -> dict[str, Tensor]:
+        """(B, sum of sizes) -> {name: (B, *shape)}."""
+        chunks = flat.split(self.sizes, dim=-1)
+        return {
+            name: chunk.reshape(flat.shape[0], *shape)
+            for (name, shape), chunk in zip(self.shapes.items(), chunks)
+        }
+
+
+class AmortizedParameters(ParameterSource):
+    """Per-example parameters from a linear head on the encoder's context (B, H).
+
+    Rezende & Mohamed (2015) and van den Berg et al. (2018) amortize the flow
+    this way. The head's width is derived from the declared shapes.
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], context_dim: int):
+        super().__init__(shapes)
+        if context_dim < 1:
+            raise ValueError(f"an amortized flow needs context_dim >= 1, got {context_dim}")
+        self.head = nn.Linear(context_dim, sum(self.sizes))
+
+    def forward(self, context: Tensor | None, batch_size: int) -> dict[str, Tensor]:
+        if context is None:
+            raise ValueError("an amortized flow needs the encoder's context, got None")
+        if context.shape[0] != batch_size:
+            raise ValueError(
+                f"context has batch size {context.shape[0]} but z has {batch_size}"
+            )
+        return self.unpack(self.head(context))
+
+
+class GlobalParameters(ParameterSource):
+    """One learned set of parameters shared by every data point (normflows, pyro)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], init_scale: float):
+        super().__init__(shapes)
+        self.flat = nn.Parameter(torch.empty(sum(self.sizes)).uniform_(-init_scale, init_scale))
+
+    def forward(self, context: Tensor | None, batch_size: int) -> dict[str, Tensor]:
+        return self.unpack(self.flat.unsqueeze(0).expand(batch_size, -1))
+
+
+class ParametrizedFlow(Flow):
+    """A flow whose bijection takes raw parameters from a ParameterSource.
+
+    Subclasses implement ``param_shapes(dim)`` and ``transform(z, **raw)``;
+    the constraint that makes the map invertible is applied inside ``transform``
+    so that any raw values, whatever produced them, give a valid flow.
+    """
+
+    def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"flow dimension must be >= 1, got {dim}")
+        self.dim = dim
+        self.amortized = amortized
+        shapes = self.param_shapes(dim)
+        if amortized:
+            if context_dim is None:
+                raise ValueError(f"{type(self).__name__}: amortized=true needs a context_dim")
+            self.params = AmortizedParameters(shapes, context_dim)
+        else:
+            self.params = GlobalParameters(shapes, init_scale=1.0 / math.sqrt(dim))
+
+    @staticmethod
+    def param_shapes(dim: int) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def transform(self, z: Tensor, **raw: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def raw_parameters(self, z: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
+        return self.params(context, z.shape[0])
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if z.dim() != 2 or z.shape[1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__} expects z of shape (B, {self.dim}), got {tuple(z.shape)}"
+            )
+        return self.transform(z, **self.raw_parameters(z, context))
+
+
+class FlowSequence(Flow):
+    """Composition f_K o ... o f_1 returning zK and the summed log-det."""
+
+    def __init__(self, layers: Sequence[Flow]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        sum_log_det = z.new_zeros(z.shape[0])
+        for layer in self.layers:
+            z, log_det = layer(z, context)
+            sum_log_det = sum_log_det + log_det
+        return z, sum_log_det
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        sum_log_det = z.new_zeros(z.shape[0])
+        for layer in reversed(self.layers):
+            z, log_det = layer.inverse(z, context)
+            sum_log_det = sum_log_det + log_det
+        return z, sum_log_det
+
+    def trajectory(
+        self, z: Tensor, context: Tensor | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """[z0, z1, ..., zK] and the per-layer log-dets [ld_1, ..., ld_K], for plots."""
+        points, log_dets = [z], []
+        for layer in self.layers:
+            z, log_det = layer(z, context)
+            points.append(z)
+            log_dets.append(log_det)
+        return points, log_dets
+
+
+def stack(
+    dim: int,
+    context_dim: int | None = None,
+    family: Callable[..., Flow] | None = None,
+    num_layers: int = 0,
+    amortized: bool = True,
+    name: str | None = None,
+) -> FlowSequence:
+    """Build K layers of one family; ``family=None`` with K=0 is the plain VAE.
+
+    ``family`` is a partial from Hydra (``_partial_: true``); ``dim`` and
+    ``context_dim`` are only known at run time and are filled in here.
+    """
+    if num_layers < 0:
+        raise ValueError(f"flow.num_layers must be >= 0, got {num_layers}")
+    if family is None:
+        if num_layers > 0:
+            raise ValueError(f"flow '{name}' has no family but num_layers={num_layers}")
+        return FlowSequence([])
+    return FlowSequence(
+        [family(dim=dim, context_dim=context_dim, amortized=amortized) for _ in range(num_layers)]
+    )

@@ -1,0 +1,132 @@
+"""FlowVAE: encoder -> q0(z0|x) -> flow -> zK -> decoder.
+
+It returns the ingredients of the ELBO (``ELBOTerms``), not a loss; the
+objectives in ``nfvae.objectives`` turn them into one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nfvae.flows import FlowSequence
+from nfvae.likelihoods import Likelihood
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return -0.5 * z.pow(2).sum(-1) - z.shape[-1] * _HALF_LOG_2PI
+
+
+@dataclass
+class ELBOTerms:
+    """Per-sample, per-example terms; S = number of posterior samples.
+
+    log_px, log_pz, log_q0, sum_log_det: (S, B); z0, zK: (S, B, D);
+    mu, log_sigma, context: (B, ...); decoder_params: (S, B, P, *data_shape).
+    """
+
+    log_px: Tensor
+    log_pz: Tensor
+    log_q0: Tensor
+    sum_log_det: Tensor
+    z0: Tensor
+    zK: Tensor
+    mu: Tensor
+    log_sigma: Tensor
+    decoder_params: Tensor
+
+    @property
+    def log_qK(self) -> Tensor:
+        """log qK(zK|x) = log q0(z0|x) - sum_k log|det J_k| (change of variables)."""
+        return self.log_q0 - self.sum_log_det
+
+    @property
+    def kl(self) -> Tensor:
+        """Single-sample KL estimate log qK(zK|x) - log p(zK)."""
+        return self.log_qK - self.log_pz
+
+    @property
+    def log_weight(self) -> Tensor:
+        """Importance weight log p(x, zK) - log qK(zK|x); its mean is the ELBO."""
+        return self.log_px + self.log_pz - self.log_qK
+
+
+class FlowVAE(nn.Module):
+    """A VAE whose diagonal-Gaussian posterior q0 is refined by a flow."""
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        latent_dim: int,
+        encoder: Callable[..., nn.Module],
+        decoder: Callable[..., nn.Module],
+        flow: Callable[..., FlowSequence],
+        likelihood: Likelihood,
+    ):
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.encoder = encoder(data_shape=self.data_shape)
+        context_dim = self.encoder.out_dim
+        self.to_mu = nn.Linear(context_dim, latent_dim)
+        self.to_log_sigma = nn.Linear(context_dim, latent_dim)
+        self.flow = flow(dim=latent_dim, context_dim=context_dim)
+        self.decoder = decoder(
+            latent_dim=latent_dim, data_shape=self.data_shape, num_params=likelihood.num_params
+        )
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, *data_shape) -> mu (B, D), log_sigma (B, D), context (B, H)."""
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"expected x of shape (B, {', '.join(map(str, self.data_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        context = self.encoder(x)
+        return self.to_mu(context), self.to_log_sigma(context), context
+
+    def forward(self, x: Tensor, num_samples: int = 1) -> ELBOTerms:
+        mu, log_sigma, context = self.encode(x)
+        batch, dim = mu.shape
+        eps = torch.randn(num_samples, batch, dim, dtype=mu.dtype, device=mu.device)
+        z0 = mu + log_sigma.exp() * eps  # reparameterization: gradients reach the encoder
+        log_q0 = standard_normal_log_prob(eps) - log_sigma.sum(-1)
+        flat_context = context.expand(num_samples, *context.shape).reshape(-1, context.shape[-1])
+        zK, sum_log_det = self.flow(z0.reshape(-1, dim), flat_context)
+        decoder_params = self.decoder(zK)
+        decoder_params = decoder_params.view(num_samples, batch, *decoder_params.shape[1:])
+        zK = zK.view(num_samples, batch, dim)
+        return ELBOTerms(
+            log_px=self.likelihood.log_prob(x, decoder_params, len(self.data_shape)),
+            log_pz=standard_normal_log_prob(zK),
+            log_q0=log_q0,
+            sum_log_det=sum_log_det.view(num_samples, batch),
+            z0=z0,
+            zK=zK,
+            mu=mu,
+            log_sigma=log_sigma,
+            decoder_params=decoder_params,
+        )
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> Tensor:
+        """Decode draws from the prior; returns the likelihood's mean (N, *data_shape)."""
+        device = self.to_mu.weight.device
+        z = torch.randn(num_samples, self.latent_dim, device=device)
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Mean of p(x|zK) for one posterior draw zK ~ qK(.|x); shape of x."""
+        terms = self.forward(x, num_samples=1)
+        return self.likelihood.mean(terms.decoder_params[0])

@@ -1,0 +1,79 @@
+"""Training and evaluation objectives computed from ``ELBOTerms``.
+
+negative ELBO = E_q[log q0(z0|x) - sum_k log|det J_k| - log p(x|zK) - log p(zK)]
+importance-sampled log-likelihood: log p(x) ~ logsumexp_s(log w_s) - log S,
+    log w_s = log p(x, zK_s) - log qK(zK_s|x)   (Burda et al. 2016's IWAE bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nfvae.model import ELBOTerms, FlowVAE
+
+
+@dataclass
+class NegativeELBO:
+    """Batch means: ``loss`` is recon + beta * kl (what is optimised); the rest is reported."""
+
+    loss: Tensor
+    neg_elbo: Tensor
+    recon: Tensor
+    kl: Tensor
+    sum_log_det: Tensor
+
+    def nonfinite_terms(self) -> list[str]:
+        return [name for name, value in vars(self).items() if not torch.isfinite(value).all()]
+
+
+def negative_elbo(terms: ELBOTerms, beta: float = 1.0) -> NegativeELBO:
+    """Average over the S posterior samples and the batch."""
+    recon = -terms.log_px.mean()
+    kl = terms.kl.mean()
+    return NegativeELBO(
+        loss=recon + beta * kl,
+        neg_elbo=recon + kl,
+        recon=recon,
+        kl=kl,
+        sum_log_det=terms.sum_log_det.mean(),
+    )
+
+
+def kl_warmup_beta(beta_start: float, warmup_epochs: float, epochs_done: float) -> float:
+    """Linear KL warm-up: beta_start at epoch 0, 1 from ``warmup_epochs`` on."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return beta_start + (1.0 - beta_start) * min(1.0, epochs_done / warmup_epochs)
+
+
+def iwae_bound(log_weights: Tensor) -> Tensor:
+    """log (1/S) sum_s exp(log_w_s) over dim 0: (S, B) -> (B,)."""
+    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+@torch.no_grad()
+def log_importance_weights(
+    model: FlowVAE, x: Tensor, num_samples: int, max_batch_samples: int = 2**16
+) -> Tensor:
+    """(S, B) log-weights, drawn in chunks so that at most ``max_batch_samples``
+    posterior samples (S_chunk * B) are held at once."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    chunk = max(1, min(num_samples, max_batch_samples // max(1, x.shape[0])))
+    parts, done = [], 0
+    while done < num_samples:
+        s = min(chunk, num_samples - done)
+        parts.append(model(x, num_samples=s).log_weight)
+        done += s
+    return torch.cat(parts, dim=0)
+
+
+def importance_log_likelihood(
+    model: FlowVAE, x: Tensor, num_samples: int, max_batch_samples: int = 2**16
+) -> Tensor:
+    """Importance-sampled estimate of log p(x), shape (B,)."""
+    return iwae_bound(log_importance_weights(model, x, num_samples, max_batch_samples))
