@@ -1,0 +1,38 @@
+"""Shared fixtures: the real conf/, the shared benchmark data, quiet Lightning."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+def shared_data_dir() -> Path:
+    """../shared/data beside the checkout, or NFVAE_DATA_DIR."""
+    return Path(os.environ.get("NFVAE_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not (path / "MNIST" / "raw").is_dir():
+        pytest.skip(f"shared benchmark data not found at {path}")
+    return path
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """compose(overrides) -> the real train.yaml (or another config) with a tmp run folder."""
+    from hydra import compose, initialize_config_dir
+
+    def _compose(overrides=(), config_name="train", output_dir=None):
+        out = output_dir or tmp_path / "run"
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name,
+                           overrides=[f"paths.output_dir={out}", *overrides])
+
+    return _compose

@@ -1,0 +1,116 @@
+"""Generic checks run on every family of nfvae.flows.FLOW_FAMILIES, amortized and global.
+
+Adding a family to the registry puts it under all of these tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from nfvae.flows import FLOW_FAMILIES, FlowSequence, InverseNotAvailable, ParametrizedFlow
+
+DIM, CONTEXT, BATCH = 4, 5, 6
+FAMILIES = sorted(FLOW_FAMILIES)
+MODES = [pytest.param(True, id="amortized"), pytest.param(False, id="global")]
+
+
+def make_flow(name: str, amortized: bool, seed: int = 0) -> torch.nn.Module:
+    """A float64 flow with its raw parameters drawn large (3 * randn) to stress constraints."""
+    torch.manual_seed(seed)
+    flow = FLOW_FAMILIES[name](dim=DIM, context_dim=CONTEXT, amortized=amortized).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.copy_(3 * torch.randn_like(p) / (p.shape[-1] ** 0.5 if p.dim() > 1 else 1))
+    return flow
+
+
+def brute_force_log_det(flow, z, context):
+    """log|det J| per example from the full autograd Jacobian, and the sign of det J."""
+    log_dets, signs = [], []
+    for i in range(z.shape[0]):
+        ctx = None if context is None else context[i:i + 1]
+        jac = jacobian(lambda zi: flow(zi.unsqueeze(0), ctx)[0].squeeze(0), z[i])
+        sign, log_abs = torch.linalg.slogdet(jac)
+        log_dets.append(log_abs)
+        signs.append(sign)
+    return torch.stack(log_dets), torch.stack(signs)
+
+
+@pytest.mark.parametrize("amortized", MODES)
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_log_det_matches_autograd_jacobian(name, amortized, seed):
+    flow = make_flow(name, amortized, seed)
+    z = 2 * torch.randn(BATCH, DIM, dtype=torch.float64)
+    context = torch.randn(BATCH, CONTEXT, dtype=torch.float64)
+    z_new, log_det = flow(z, context)
+    assert z_new.shape == (BATCH, DIM) and log_det.shape == (BATCH,)
+    assert z_new.dtype == torch.float64 and log_det.dtype == torch.float64
+    expected, sign = brute_force_log_det(flow, z, context)
+    torch.testing.assert_close(log_det, expected, atol=1e-8, rtol=1e-8)
+    assert (sign > 0).all(), "an invertible flow in the sampling direction keeps orientation"
+
+
+@pytest.mark.parametrize("amortized", MODES)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sequence_sums_layer_log_dets(name, amortized):
+    layers = [make_flow(name, amortized, seed) for seed in range(3)]
+    sequence = FlowSequence(layers)
+    z = torch.randn(BATCH, DIM, dtype=torch.float64)
+    context = torch.randn(BATCH, CONTEXT, dtype=torch.float64)
+    zK, sum_log_det = sequence(z, context)
+    expected, _ = brute_force_log_det(sequence, z, context)
+    torch.testing.assert_close(sum_log_det, expected, atol=1e-8, rtol=1e-8)
+    points, log_dets = sequence.trajectory(z, context)
+    assert len(points) == 4 and torch.equal(points[-1], zK)
+    torch.testing.assert_close(torch.stack(log_dets).sum(0), sum_log_det)
+
+
+@pytest.mark.parametrize("amortized", MODES)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gradients_reach_every_parameter(name, amortized):
+    flow = make_flow(name, amortized)
+    z = torch.randn(BATCH, DIM, dtype=torch.float64)
+    context = torch.randn(BATCH, CONTEXT, dtype=torch.float64, requires_grad=True)
+    z_new, log_det = flow(z, context)
+    (z_new.pow(2).sum() + log_det.sum()).backward()
+    for param_name, p in flow.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient for {param_name}"
+    if amortized:
+        assert context.grad is not None and context.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("amortized", MODES)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_inverse_round_trip_or_named_error(name, amortized):
+    flow = make_flow(name, amortized)
+    z = torch.randn(BATCH, DIM, dtype=torch.float64)
+    context = torch.randn(BATCH, CONTEXT, dtype=torch.float64)
+    z_new, log_det = flow(z, context)
+    try:
+        z_back, inverse_log_det = flow.inverse(z_new, context)
+    except InverseNotAvailable:
+        return
+    torch.testing.assert_close(z_back, z, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_amortized_flow_needs_context_and_checks_shapes(name):
+    flow = FLOW_FAMILIES[name](dim=DIM, context_dim=CONTEXT, amortized=True)
+    with pytest.raises(ValueError, match="context"):
+        flow(torch.randn(BATCH, DIM), None)
+    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+        flow(torch.randn(BATCH, DIM + 1), torch.randn(BATCH, CONTEXT))
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES
+                                  if issubclass(FLOW_FAMILIES[n], ParametrizedFlow)])
+def test_global_flow_ignores_context_and_shares_parameters(name):
+    flow = make_flow(name, amortized=False)
+    z = torch.randn(1, DIM, dtype=torch.float64).expand(3, DIM)
+    z_new, log_det = flow(z, None)
+    torch.testing.assert_close(z_new[0], z_new[2])
+    torch.testing.assert_close(log_det[0], log_det[2])
