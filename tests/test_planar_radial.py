@@ -15,10 +15,10 @@ def test_planar_constraint_keeps_w_dot_u_hat_above_minus_one():
     w = 3 * torch.randn(10_000, 6, dtype=torch.float64)
     w_dot_u = (w * u).sum(-1)
     w_dot_u_hat = (w * constrain_u(u, w)).sum(-1)
-    # Never below -1; strictly above it wherever softplus(w.u) is not lost to rounding
-    # against 1 (w.u > -30 in float64).
-    assert (w_dot_u_hat >= -1).all()
-    assert (w_dot_u_hat[w_dot_u > -30] > -1).all()
+    # Strictly above -1 wherever softplus(w.u) is not lost to rounding against 1;
+    # below that, within rounding of -1 (the log-det is computed without m, below).
+    assert (w_dot_u_hat[w_dot_u > -20] > -1).all()
+    assert (w_dot_u_hat >= -1 - 1e-12).all()
     # It is exactly m(w.u) = -1 + softplus(w.u).
     torch.testing.assert_close(w_dot_u_hat, -1 + F.softplus(w_dot_u))
 
