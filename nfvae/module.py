@@ -12,10 +12,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from nfvae.model import FlowVAE
 from nfvae.objectives import importance_log_likelihood, kl_warmup_beta, negative_elbo
+
+
+def _plain(node):
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,6 +58,9 @@ class FlowVAEModule(pl.LightningModule):
         data: dict[str, Any] | None = None,
     ):
         super().__init__()
+        # Plain containers, so checkpoints load with torch.load(weights_only=True).
+        data_shape, model, flow, optimizer, objective, data = map(
+            _plain, (data_shape, model, flow, optimizer, objective, data))
         self.save_hyperparameters()
         self.model = build_model(tuple(data_shape), model, flow)
         objective = objective or {}

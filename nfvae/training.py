@@ -45,16 +45,9 @@ def build_datamodule(data_cfg) -> TensorDataModule:
     return datamodule
 
 
-def build_module(cfg: DictConfig, data_shape) -> FlowVAEModule:
-    return FlowVAEModule(
-        data_shape=list(data_shape),
-        model=_plain(cfg.model),
-        flow=_plain(cfg.flow),
-        optimizer=_plain(cfg.optimizer),
-        objective=_plain(cfg.objective),
-        test_num_samples=int(cfg.test.num_samples),
-        data=_plain(cfg.data),
-    )
+def build_module(cfg: DictConfig, data_shape) -> pl.LightningModule:
+    """The LightningModule of ``cfg.module``; the data's shape is known only at run time."""
+    return instantiate(cfg.module, data_shape=list(data_shape))
 
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
