@@ -1,16 +1,19 @@
-"""Evaluate a checkpoint: ``python eval.py ckpt_path=outputs/.../checkpoints/last.ckpt``."""
+"""Evaluate a checkpoint: ``python eval.py ckpt_path=outputs/.../checkpoints/last.ckpt``.
+
+``task=`` picks what to compute (conf/task/); the default is the test NLL.
+"""
 
 import json
 
 import hydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig
-
-from nfvae.training import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    print(json.dumps(evaluate(cfg), indent=2))
+    results = instantiate(cfg.task)(cfg)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
