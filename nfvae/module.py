@@ -106,7 +106,7 @@ class FlowVAEModule(pl.LightningModule):
                 f"non-finite training loss at global step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_idx}); non-finite terms: "
                 f"{', '.join(parts.nonfinite_terms())}; values: "
-                + ", ".join(f"{k}={float(v):.4g}" for k, v in vars(parts).items())
+                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in vars(parts).items())
                 + ". The last good checkpoint is kept; try a lower learning rate or "
                 "trainer.detect_anomaly=true to find the operation."
             )
