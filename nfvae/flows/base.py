@@ -13,6 +13,7 @@ context, or one learned set shared by all data points) is the job of a
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -26,6 +27,15 @@ class InverseNotAvailable(NotImplementedError):
 
 class Flow(nn.Module):
     """Base class: an invertible map z -> z_new with its log-determinant."""
+
+    dim: int
+
+    def check_z(self, z: Tensor) -> None:
+        """Fail early, naming the expected shape, for z that is not (B, dim)."""
+        if z.dim() != 2 or z.shape[1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__} expects z of shape (B, {self.dim}), got {tuple(z.shape)}"
+            )
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -94,13 +104,20 @@ class ParametrizedFlow(Flow):
     so that any raw values, whatever produced them, give a valid flow.
     """
 
-    def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int | None = None,
+        amortized: bool = True,
+        shapes: dict[str, tuple[int, ...]] | None = None,
+    ):
         super().__init__()
         if dim < 1:
             raise ValueError(f"flow dimension must be >= 1, got {dim}")
         self.dim = dim
         self.amortized = amortized
-        shapes = self.param_shapes(dim)
+        # Families whose shapes depend on options (Sylvester's M) pass them in.
+        shapes = self.param_shapes(dim) if shapes is None else shapes
         if amortized:
             if context_dim is None:
                 raise ValueError(f"{type(self).__name__}: amortized=true needs a context_dim")
@@ -119,11 +136,44 @@ class ParametrizedFlow(Flow):
         return self.params(context, z.shape[0])
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if z.dim() != 2 or z.shape[1] != self.dim:
-            raise ValueError(
-                f"{type(self).__name__} expects z of shape (B, {self.dim}), got {tuple(z.shape)}"
-            )
+        self.check_z(z)
         return self.transform(z, **self.raw_parameters(z, context))
+
+
+class NetworkFlow(Flow):
+    """A flow with networks of its own (coupling, MADE, spline conditioners).
+
+    Amortized: the conditioner takes the encoder's context (B, H) as an extra
+    input beside z. Global: the conditioner sees z only, and any context passed
+    in is ignored, so every data point shares one map.
+    """
+
+    def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"flow dimension must be >= 1, got {dim}")
+        if amortized and (context_dim is None or context_dim < 1):
+            raise ValueError(
+                f"{type(self).__name__}: amortized=true needs a context_dim >= 1, got {context_dim}"
+            )
+        self.dim = dim
+        self.amortized = amortized
+        self.context_dim = context_dim if amortized else None
+
+    def conditioner_context(self, z: Tensor, context: Tensor | None) -> Tensor | None:
+        """Check z and context; the context the conditioner sees (None when global)."""
+        self.check_z(z)
+        if not self.amortized:
+            return None
+        if context is None:
+            raise ValueError(f"{type(self).__name__}: an amortized flow needs the encoder's "
+                             "context, got None")
+        if context.dim() != 2 or context.shape != (z.shape[0], self.context_dim):
+            raise ValueError(
+                f"{type(self).__name__}: context must have shape (B, {self.context_dim}) = "
+                f"({z.shape[0]}, {self.context_dim}), got {tuple(context.shape)}"
+            )
+        return context
 
 
 class FlowSequence(Flow):
@@ -162,6 +212,34 @@ class FlowSequence(Flow):
         return points, log_dets
 
 
+def _takes_layer_index(family: Callable[..., Flow]) -> bool:
+    try:
+        return "layer_index" in inspect.signature(family).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no such option
+        return False
+
+
+def build_layers(
+    family: Callable[..., Flow],
+    dim: int,
+    context_dim: int | None,
+    amortized: bool,
+    num_layers: int,
+) -> list[Flow]:
+    """``num_layers`` layers of one family.
+
+    Families that alternate between layers (coupling masks, MADE orderings,
+    T-SNF's permutation) declare a ``layer_index`` argument and receive
+    0, 1, 2, ...; the rest are built as ``family(dim, context_dim, amortized)``.
+    """
+    index = _takes_layer_index(family)
+    return [
+        family(dim=dim, context_dim=context_dim, amortized=amortized,
+               **({"layer_index": k} if index else {}))
+        for k in range(num_layers)
+    ]
+
+
 def stack(
     dim: int,
     context_dim: int | None = None,
@@ -181,6 +259,4 @@ def stack(
         if num_layers > 0:
             raise ValueError(f"flow '{name}' has no family but num_layers={num_layers}")
         return FlowSequence([])
-    return FlowSequence(
-        [family(dim=dim, context_dim=context_dim, amortized=amortized) for _ in range(num_layers)]
-    )
+    return FlowSequence(build_layers(family, dim, context_dim, amortized, num_layers))

@@ -1,0 +1,31 @@
+"""The split of a coupling layer: which half conditions, which half is transformed."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class CouplingSplit:
+    """First/second half of z; on odd layers the halves swap roles, so a stack of
+    couplings alternates its masks and every coordinate gets transformed."""
+
+    def __init__(self, dim: int, layer_index: int, owner: str):
+        if dim < 2:
+            raise ValueError(f"{owner}: a coupling layer needs dim >= 2, got {dim}")
+        self.at = dim // 2
+        self.swap = layer_index % 2 == 1
+        self.num_kept = dim - self.at if self.swap else self.at
+        self.num_changed = dim - self.num_kept
+
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z (B, D) -> (z_a kept (B, d_a), z_b transformed (B, d_b))."""
+        first, second = z[:, :self.at], z[:, self.at:]
+        return (second, first) if self.swap else (first, second)
+
+    def join(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return torch.cat([z_b, z_a] if self.swap else [z_a, z_b], dim=-1)
+
+    def __repr__(self) -> str:
+        kept = "second" if self.swap else "first"
+        return f"CouplingSplit(at={self.at}, kept={kept} half)"

@@ -1,0 +1,91 @@
+"""The Sylvester bijection shared by the three Sylvester families (van den Berg,
+Hasenclever, Tomczak & Welling 2018, "Sylvester Normalizing Flows for
+Variational Inference").
+
+    z' = z + Q R h(R~ Q^T z + b),   h = tanh,
+
+with Q (D, M) of orthonormal columns, R and R~ (M, M) upper triangular and b (M,).
+By Sylvester's determinant identity, det(I_D + Q R H' R~ Q^T) = det(I_M + H' R~ R),
+and H' R~ R is upper triangular, so
+
+    log|det dz'/dz| = sum_i log|1 + h'(R~ Q^T z + b)_i r_ii r~_ii|.
+
+Constraint: r_ii = tanh(.), r~_ii = tanh(.), so |r_ii r~_ii| < 1; with
+0 < h' <= 1 every factor is positive and the map is invertible (the paper's
+condition r_ii r~_ii > -1 / ||h'||_inf). The factor is evaluated as
+h^2 + h' (1 + r_ii r~_ii), with 1 + r r~ = (1 - |r|) + |r| (1 - |r~|) when the
+product is negative, so it does not round to 0 when both tanh saturate.
+
+Parameter sharing as in the reference implementation: one (M, M) matrix gives
+the strictly upper part of R and, transposed, the strictly upper part of R~;
+the two diagonals come separately. Raw parameters: r (M, M), r_diag (2, M),
+b (M,), plus what the subclass needs for Q. Subclasses supply Q^T z and Q y.
+No closed-form inverse.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nfvae.flows.base import ParametrizedFlow
+
+
+def sylvester_log_det_factors(pre: Tensor, r_diag: Tensor) -> Tensor:
+    """log(1 + h'(pre) r_ii r~_ii) per unit, (B, M), written without cancellation.
+
+    ``r_diag`` (B, 2, M) holds the raw (pre-tanh) diagonals of R and R~.
+    """
+    raw_r, raw_rt = r_diag[:, 0], r_diag[:, 1]
+    prod = torch.tanh(raw_r) * torch.tanh(raw_rt)
+    # 1 - |tanh x| = 2 sigmoid(-2|x|): exact where tanh has rounded to +-1.
+    gap_r = 2.0 * torch.sigmoid(-2.0 * raw_r.abs())
+    gap_rt = 2.0 * torch.sigmoid(-2.0 * raw_rt.abs())
+    one_plus_prod = torch.where(prod >= 0, 1.0 + prod, gap_r + (1.0 - gap_r) * gap_rt)
+    h = torch.tanh(pre)
+    dh = 4.0 * torch.sigmoid(2.0 * pre) * torch.sigmoid(-2.0 * pre)  # 1 - tanh^2
+    return torch.log(h * h + dh * one_plus_prod)
+
+
+class SylvesterFlow(ParametrizedFlow):
+    """z + Q R tanh(R~ Q^T z + b); subclasses choose how Q is built."""
+
+    def __init__(self, dim: int, context_dim: int | None, amortized: bool, num_vecs: int,
+                 q_shapes: dict[str, tuple[int, ...]]):
+        if not 1 <= num_vecs <= dim:
+            raise ValueError(
+                f"{type(self).__name__}: the number of orthonormal vectors M must be in "
+                f"[1, D] = [1, {dim}], got {num_vecs}"
+            )
+        shapes = {"r": (num_vecs, num_vecs), "r_diag": (2, num_vecs), "b": (num_vecs,),
+                  **q_shapes}
+        super().__init__(dim, context_dim, amortized, shapes=shapes)
+        self.num_vecs = num_vecs
+        self.register_buffer("_strict_upper", torch.ones(num_vecs, num_vecs).triu(1),
+                             persistent=False)
+
+    def build_q(self, **q_raw: Tensor):
+        """Whatever representation of Q the subclass applies (matrix, vectors, nothing)."""
+        raise NotImplementedError
+
+    def apply_qt(self, q, z: Tensor) -> Tensor:
+        """Q^T z: (B, D) -> (B, M)."""
+        raise NotImplementedError
+
+    def apply_q(self, q, y: Tensor) -> Tensor:
+        """Q y: (B, M) -> (B, D)."""
+        raise NotImplementedError
+
+    def transform(self, z: Tensor, r: Tensor, r_diag: Tensor, b: Tensor,
+                  **q_raw: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.build_q(**q_raw)
+        mask = self._strict_upper.to(r.dtype)
+        r_upper = r * mask                       # strict upper part of R
+        rt_upper = r.transpose(1, 2) * mask      # strict upper part of R~ (shared head)
+        diag = torch.tanh(r_diag)
+        qz = self.apply_qt(q, z)
+        pre = torch.matmul(rt_upper, qz.unsqueeze(-1)).squeeze(-1) + diag[:, 1] * qz + b
+        h = torch.tanh(pre)
+        rh = torch.matmul(r_upper, h.unsqueeze(-1)).squeeze(-1) + diag[:, 0] * h
+        z_new = z + self.apply_q(q, rh)
+        return z_new, sylvester_log_det_factors(pre, r_diag).sum(-1)
