@@ -69,6 +69,16 @@ def test_orthogonalisation_gives_the_polar_factor(d, m):
     torch.testing.assert_close(q, u @ vh, atol=1e-10, rtol=0)
 
 
+def test_orthogonalisation_converges_when_the_power_estimate_misses_the_top_direction():
+    """The power iteration starts from ones; a top right-singular vector orthogonal to
+    it gives a far too small estimate of ||A||_2, and the Frobenius floor takes over."""
+    v = torch.tensor([[1.0, 1.0], [-1.0, 1.0]], dtype=F64) / 2 ** 0.5  # v_1 _|_ (1, 1)
+    u, _ = torch.linalg.qr(torch.randn(5, 2, dtype=F64))
+    a = (u @ torch.diag(torch.tensor([3.0, 1.0], dtype=F64)) @ v.T).unsqueeze(0)
+    q = orthogonalize(a)
+    torch.testing.assert_close(q[0], u @ v.T, atol=1e-10, rtol=0)
+
+
 def test_orthogonalisation_of_a_shared_matrix_equals_the_per_example_one():
     a = torch.randn(1, 6, 3, dtype=F64)
     shared = orthogonalize(a.expand(5, -1, -1))
@@ -129,6 +139,22 @@ def test_sylvester_shares_one_matrix_between_r_and_r_tilde():
     assert flow.params.head.out_features == 32 * 32 + 2 * 32 + 32 + 64 * 32
     flow = HouseholderSylvesterFlow(64, context_dim=300, num_householder=8)
     assert flow.params.head.out_features == 64 * 64 + 2 * 64 + 64 + 8 * 64
+
+
+@pytest.mark.parametrize("family", [OrthogonalSylvesterFlow, HouseholderSylvesterFlow,
+                                    TriangularSylvesterFlow])
+def test_sylvester_with_its_own_r_tilde_matrix_is_exact_too(family):
+    """shared_triangles=false (the comparison the benchmark measures) under the same checks."""
+    from test_flows import brute_force_log_det, stress
+
+    torch.manual_seed(0)
+    flow = stress(family(4, context_dim=3, shared_triangles=False).double())
+    assert "r_tilde" in flow.params.shapes
+    z, context = 2 * torch.randn(6, 4, dtype=F64), torch.randn(6, 3, dtype=F64)
+    _, log_det = flow(z, context)
+    expected, sign = brute_force_log_det(flow, z, context)
+    torch.testing.assert_close(log_det, expected, atol=1e-8, rtol=1e-8)
+    assert (sign > 0).all()
 
 
 def test_sylvester_log_det_stays_finite_when_both_diagonals_saturate():

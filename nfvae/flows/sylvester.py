@@ -18,9 +18,11 @@ product is negative, so it does not round to 0 when both tanh saturate.
 
 Parameter sharing as in the reference implementation: one (M, M) matrix gives
 the strictly upper part of R and, transposed, the strictly upper part of R~;
-the two diagonals come separately. Raw parameters: r (M, M), r_diag (2, M),
-b (M,), plus what the subclass needs for Q. Subclasses supply Q^T z and Q y.
-No closed-form inverse.
+the two diagonals come separately. This halves the largest part of an amortized
+head (M^2 instead of 2 M^2 outputs); ``shared_triangles=False`` gives R~ its own
+matrix, for comparison (benchmarks/bench_flows.py measures both).
+Raw parameters: r (M, M), r_diag (2, M), b (M,), [r_tilde (M, M)], plus what the
+subclass needs for Q. Subclasses supply Q^T z and Q y. No closed-form inverse.
 """
 
 from __future__ import annotations
@@ -51,16 +53,19 @@ class SylvesterFlow(ParametrizedFlow):
     """z + Q R tanh(R~ Q^T z + b); subclasses choose how Q is built."""
 
     def __init__(self, dim: int, context_dim: int | None, amortized: bool, num_vecs: int,
-                 q_shapes: dict[str, tuple[int, ...]]):
+                 q_shapes: dict[str, tuple[int, ...]], shared_triangles: bool = True):
         if not 1 <= num_vecs <= dim:
             raise ValueError(
                 f"{type(self).__name__}: the number of orthonormal vectors M must be in "
                 f"[1, D] = [1, {dim}], got {num_vecs}"
             )
-        shapes = {"r": (num_vecs, num_vecs), "r_diag": (2, num_vecs), "b": (num_vecs,),
-                  **q_shapes}
+        shapes = {"r": (num_vecs, num_vecs), "r_diag": (2, num_vecs), "b": (num_vecs,)}
+        if not shared_triangles:
+            shapes["r_tilde"] = (num_vecs, num_vecs)
+        shapes.update(q_shapes)
         super().__init__(dim, context_dim, amortized, shapes=shapes)
         self.num_vecs = num_vecs
+        self.shared_triangles = shared_triangles
         self.register_buffer("_strict_upper", torch.ones(num_vecs, num_vecs).triu(1),
                              persistent=False)
 
@@ -77,11 +82,12 @@ class SylvesterFlow(ParametrizedFlow):
         raise NotImplementedError
 
     def transform(self, z: Tensor, r: Tensor, r_diag: Tensor, b: Tensor,
-                  **q_raw: Tensor) -> tuple[Tensor, Tensor]:
+                  r_tilde: Tensor | None = None, **q_raw: Tensor) -> tuple[Tensor, Tensor]:
         q = self.build_q(**q_raw)
         mask = self._strict_upper.to(r.dtype)
         r_upper = r * mask                       # strict upper part of R
-        rt_upper = r.transpose(1, 2) * mask      # strict upper part of R~ (shared head)
+        # strict upper part of R~: the lower part of the shared matrix, transposed
+        rt_upper = (r.transpose(1, 2) if r_tilde is None else r_tilde) * mask
         diag = torch.tanh(r_diag)
         qz = self.apply_qt(q, z)
         pre = torch.matmul(rt_upper, qz.unsqueeze(-1)).squeeze(-1) + diag[:, 1] * qz + b

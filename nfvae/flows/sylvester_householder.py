@@ -33,11 +33,12 @@ class HouseholderSylvesterFlow(SylvesterFlow):
     """Sylvester flow with Q a product of ``num_householder`` Householder reflections."""
 
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
-                 num_householder: int = 8):
+                 num_householder: int = 8, shared_triangles: bool = True):
         if num_householder < 1:
             raise ValueError(
                 f"sylvester_householder: num_householder must be >= 1, got {num_householder}")
-        super().__init__(dim, context_dim, amortized, dim, {"v": (num_householder, dim)})
+        super().__init__(dim, context_dim, amortized, dim, {"v": (num_householder, dim)},
+                         shared_triangles=shared_triangles)
         self.num_householder = num_householder
 
     def build_q(self, v: Tensor) -> Tensor:

@@ -20,8 +20,9 @@ class TriangularSylvesterFlow(SylvesterFlow):
     """Sylvester flow with Q = I or the reversal permutation, alternating by layer."""
 
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
-                 layer_index: int = 0):
-        super().__init__(dim, context_dim, amortized, dim, {})
+                 layer_index: int = 0, shared_triangles: bool = True):
+        super().__init__(dim, context_dim, amortized, dim, {},
+                         shared_triangles=shared_triangles)
         self.reverse = layer_index % 2 == 1
 
     def build_q(self) -> None:
