@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import compose, data_dir, interleaved, pin_threads, timed  # noqa: E402
 
+from nfvae.likelihoods import softplus  # noqa: E402
 from nfvae.model import standard_normal_log_prob  # noqa: E402
 from nfvae.objectives import importance_log_likelihood, negative_elbo  # noqa: E402
 from nfvae.training import build_datamodule, build_module, instantiate  # noqa: E402
@@ -116,7 +117,7 @@ def main() -> None:
                 zK, sum_log_det = model.flow(z0, context.repeat(num_samples, 1))
                 logits = model.decoder(zK).view(num_samples, len(x), -1)
                 xs = x.flatten(1)
-                log_px = (xs * logits - torch.nn.functional.softplus(logits)).sum(-1)
+                log_px = (xs * logits - softplus(logits)).sum(-1)
                 log_w = (log_px + standard_normal_log_prob(zK).view(num_samples, -1)
                          - (standard_normal_log_prob(eps) - log_sigma.sum(-1))
                          + sum_log_det.view(num_samples, -1))
