@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nfvae.data import MNISTDataModule
-from nfvae.flows import FLOW_FAMILIES, AmortizedParameters
+from nfvae.flows import AmortizedParameters
 from nfvae.likelihoods import Bernoulli
 from nfvae.model import FlowVAE
 from nfvae.nets import MLPDecoder, MLPEncoder
@@ -117,7 +117,7 @@ def main() -> None:
                                 {"shared_triangles": False}))
     built = {c[0:3]: build(*c[1:]) for c in configs}
     configs = [c[0:3] for c in configs]
-    for c, (model, optimizer) in built.items():
+    for model, optimizer in built.values():
         run_steps(model, optimizer, images, args.warmup, generator)
 
     seconds: dict[tuple, list[float]] = {c: [] for c in configs}
@@ -134,7 +134,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for c in configs:
         rate = BATCH * args.steps / statistics.median(seconds[c])
-        ratio = statistics.median(s / b for s, b in zip(seconds[c], base))
+        ratio = statistics.median(s / b for s, b in zip(seconds[c], base, strict=True))
         params, head = flow_sizes(built[c][0])
         print(f"| {c[0]} | {c[2]} | {rate:,.0f} | {ratio:.2f}x | {params:,} | "
               f"{f'{head:,}' if head else '-'} |")

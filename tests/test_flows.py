@@ -84,7 +84,7 @@ def brute_force_log_det(flow, z, context):
     log_dets, signs = [], []
     for i in range(z.shape[0]):
         ctx = None if context is None else context[i:i + 1]
-        jac = jacobian(lambda zi: flow(zi.unsqueeze(0), ctx)[0].squeeze(0), z[i])
+        jac = jacobian(lambda zi, ctx=ctx: flow(zi.unsqueeze(0), ctx)[0].squeeze(0), z[i])
         sign, log_abs = torch.linalg.slogdet(jac)
         log_dets.append(log_abs)
         signs.append(sign)

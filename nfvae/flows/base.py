@@ -58,7 +58,7 @@ class ParameterSource(nn.Module):
         chunks = flat.split(self.sizes, dim=-1)
         return {
             name: chunk.reshape(flat.shape[0], *shape)
-            for (name, shape), chunk in zip(self.shapes.items(), chunks)
+            for (name, shape), chunk in zip(self.shapes.items(), chunks, strict=True)
         }
 
 

@@ -29,7 +29,7 @@ class ConditionerMLP(nn.Module):
         hidden = check_hidden_dims(hidden_dims, owner)
         sizes = [in_dim + (context_dim or 0), *hidden]
         layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(n_in, n_out), nn.ELU()]
         self.hidden = nn.Sequential(*layers)
         self.out = nn.Linear(hidden[-1], out_dim)

@@ -52,7 +52,7 @@ class MADE(nn.Module):
         self.register_buffer("in_degree", in_degree, persistent=False)
         degrees = [in_degree]
         layers = []
-        for k, width in enumerate(hidden):
+        for width in hidden:
             # Degrees 0..D-1 in turn: every ordering position has units that can see it.
             degree = torch.arange(width) % dim
             mask = (degree[:, None] >= degrees[-1][None, :]).float()

@@ -6,8 +6,9 @@ derivatives d_k at the knots, d_0 = d_K = 1 so the spline meets the identity
 tails smoothly. In bin k, with w = x_{k+1} - x_k, s = (y_{k+1} - y_k) / w and
 xi = (x - x_k) / w in [0, 1]:
 
-    y = y_k + (y_{k+1} - y_k) [s xi^2 + d_k xi (1 - xi)] / [s + (d_{k+1} + d_k - 2 s) xi (1 - xi)]
-    dy/dx = s^2 [d_{k+1} xi^2 + 2 s xi (1 - xi) + d_k (1 - xi)^2] / [s + (d_{k+1} + d_k - 2 s) xi (1 - xi)]^2
+    y = y_k + (y_{k+1} - y_k) [s xi^2 + d_k xi (1 - xi)] / den,
+    dy/dx = s^2 [d_{k+1} xi^2 + 2 s xi (1 - xi) + d_k (1 - xi)^2] / den^2,
+    den = s + (d_{k+1} + d_k - 2 s) xi (1 - xi),
 
 which is strictly increasing for positive d_k. The inverse solves a quadratic
 for xi (the root in [0, 1], written as 2c / (-b - sqrt(b^2 - 4ac)) to avoid
