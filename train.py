@@ -1,14 +1,29 @@
-"""Train a flow-posterior VAE: ``python train.py flow=radial flow.num_layers=16``."""
+"""Train a flow-posterior VAE: ``python train.py flow=radial flow.num_layers=16``.
+
+Resume an interrupted run: ``python train.py hydra.run.dir=<its run folder> ckpt_path=last``.
+"""
+
+import logging
 
 import hydra
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nfvae.training import train
+
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:
+        # Preempted: Lightning stopped after the current step and OnExceptionCheckpoint
+        # saved checkpoints/on_exception.ckpt. Exit as a process killed by SIGTERM does.
+        log.warning("stopped by SIGTERM; resume with: python train.py hydra.run.dir=%s "
+                    "ckpt_path=last (and the same overrides)", cfg.paths.output_dir)
+        raise SystemExit(143) from None
     # Returned for sweepers that optimise an objective.
     return metrics.get("val/neg_elbo")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,19 @@ from nfvae.flows import FlowSequence
 from nfvae.likelihoods import Likelihood
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    """float16/bfloat16 (autocast outputs) -> float32; float32 and float64 unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _full_precision(device_type: str):
+    """Switch autocast off where it is on: the flow's log-dets and the log-densities
+    lose too much in bfloat16 (8 bits of mantissa) for an objective of ~1e2 nats."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
@@ -95,19 +109,36 @@ class FlowVAE(nn.Module):
         context = self.encoder(x)
         return self.to_mu(context), self.to_log_sigma(context), context
 
-    def forward(self, x: Tensor, num_samples: int = 1) -> ELBOTerms:
-        mu, log_sigma, context = self.encode(x)
+    def forward(self, x: Tensor, num_samples: int = 1, eps: Tensor | None = None) -> ELBOTerms:
+        """``eps``: optional standard-normal noise (S, B, D) used instead of a fresh draw
+        (fixed evaluation noise, ``nfvae.evaluation``); its S replaces ``num_samples``.
+
+        Under autocast (``trainer.precision=bf16-mixed``) the encoder and decoder run in
+        low precision, while q0, the flow with its log-dets and every log-density are
+        computed in float32 (or the model's wider dtype).
+        """
+        mu, log_sigma, context = map(_at_least_float32, self.encode(x))
         batch, dim = mu.shape
-        eps = torch.randn(num_samples, batch, dim, dtype=mu.dtype, device=mu.device)
-        z0 = mu + log_sigma.exp() * eps  # reparameterization: gradients reach the encoder
-        log_q0 = standard_normal_log_prob(eps) - log_sigma.sum(-1)
-        flat_context = context.expand(num_samples, *context.shape).reshape(-1, context.shape[-1])
-        zK, sum_log_det = self.flow(z0.reshape(-1, dim), flat_context)
-        decoder_params = self.decoder(zK)
+        if eps is None:
+            eps = torch.randn(num_samples, batch, dim, dtype=mu.dtype, device=mu.device)
+        else:
+            if eps.dim() != 3 or tuple(eps.shape[1:]) != (batch, dim):
+                raise ValueError(f"eps must have shape (S, {batch}, {dim}), got {tuple(eps.shape)}")
+            num_samples = eps.shape[0]
+            eps = eps.to(dtype=mu.dtype, device=mu.device)
+        with _full_precision(mu.device.type):
+            z0 = mu + log_sigma.exp() * eps  # reparameterization: gradients reach the encoder
+            log_q0 = standard_normal_log_prob(eps) - log_sigma.sum(-1)
+            flat_context = context.expand(num_samples, *context.shape).reshape(
+                -1, context.shape[-1])
+            zK, sum_log_det = self.flow(z0.reshape(-1, dim), flat_context)
+        decoder_params = _at_least_float32(self.decoder(zK))
         decoder_params = decoder_params.view(num_samples, batch, *decoder_params.shape[1:])
         zK = zK.view(num_samples, batch, dim)
+        with _full_precision(mu.device.type):
+            log_px = self.likelihood.log_prob(x, decoder_params, len(self.data_shape))
         return ELBOTerms(
-            log_px=self.likelihood.log_prob(x, decoder_params, len(self.data_shape)),
+            log_px=log_px,
             log_pz=standard_normal_log_prob(zK),
             log_q0=log_q0,
             sum_log_det=sum_log_det.view(num_samples, batch),

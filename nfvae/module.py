@@ -2,21 +2,35 @@
 
 Nothing mathematical lives here: the model returns ``ELBOTerms`` and
 ``nfvae.objectives`` turns them into the loss and the reported figures.
+
+Under DDP: validation and test figures are per-example values with fixed noise
+(``nfvae.evaluation``) averaged by ``MeanMetric`` (sum and count reduced across
+ranks), so they equal the single-process figures whatever the sharding; training
+noise (dynamic binarization, posterior samples) differs per rank; the decision
+to stop or skip on a non-finite loss or gradient is taken by all ranks together.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
+from nfvae.evaluation import example_elbo, example_nll
 from nfvae.model import FlowVAE
 from nfvae.objectives import importance_log_likelihood, kl_warmup_beta, negative_elbo
+
+#: Checkpoint entry with what Lightning does not save itself (RNG states, counters).
+STATE_KEY = "nfvae"
 
 
 def _plain(node):
@@ -25,6 +39,10 @@ def _plain(node):
 
 class NonFiniteLossError(FloatingPointError):
     """The training objective went NaN or infinite; raised before the optimizer step."""
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient went NaN or infinite; raised before the optimizer step."""
 
 
 def build_model(data_shape, model: dict, flow: dict) -> FlowVAE:
@@ -37,6 +55,46 @@ def build_model(data_shape, model: dict, flow: dict) -> FlowVAE:
         flow=instantiate(flow),
         likelihood=instantiate(model["likelihood"]),
     )
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's global RNG states as tensors, ints and tuples (weights-only loadable)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rank_seed(rank: int) -> int:
+    """A seed per rank from the run's seed (the one ``seed_everything`` set on every rank)."""
+    return (torch.initial_seed() * 1_000_003 + rank) % (2**63 - 1)
+
+
+def _means(names) -> nn.ModuleDict:
+    # float64 sums: a mean over 10^4 examples of ~1e2 nats keeps ~1e-12 relative error,
+    # so the reduced DDP figure matches the single-process one to float32 rounding.
+    return nn.ModuleDict(
+        {name: MeanMetric(nan_strategy="disable").set_dtype(torch.float64) for name in names})
 
 
 class FlowVAEModule(pl.LightningModule):
@@ -56,6 +114,8 @@ class FlowVAEModule(pl.LightningModule):
         objective: dict[str, Any] | None = None,
         test_num_samples: int = 100,
         data: dict[str, Any] | None = None,
+        skip_nonfinite: bool = False,
+        eval_noise_seed: int = 0,
     ):
         super().__init__()
         # Plain containers, so checkpoints load with torch.load(weights_only=True).
@@ -71,6 +131,18 @@ class FlowVAEModule(pl.LightningModule):
             raise ValueError(f"model.num_samples must be >= 1, got {self.num_samples}")
         self.test_num_samples = test_num_samples
         self.num_data_dims = math.prod(data_shape)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.eval_noise_seed = int(eval_noise_seed)
+        self.val_means = _means(("neg_elbo", "recon", "kl"))
+        self.test_means = _means(("neg_elbo", "nll", "bpd"))
+        self.skipped_nonfinite = 0
+        self._nonfinite_loss: str | None = None
+        self._resumed_rng: list[dict[str, Any]] | None = None
+        compile_options = model.get("compile", False)
+        if compile_options:
+            # nn.Module.compile keeps the state_dict keys, so checkpoints of compiled
+            # and plain runs are interchangeable.
+            self.model.compile(**(compile_options if isinstance(compile_options, dict) else {}))
 
     # -- the Python API -------------------------------------------------------------
     def sample(self, num_samples: int) -> Tensor:
@@ -98,18 +170,21 @@ class FlowVAEModule(pl.LightningModule):
         return self.model(x, num_samples=num_samples)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        x, _ = batch
+        x = batch[0]
         beta = self.beta
         parts = negative_elbo(self.model(x, self.num_samples), beta)
         if not torch.isfinite(parts.loss):
-            raise NonFiniteLossError(
+            message = (
                 f"non-finite training loss at global step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_idx}); non-finite terms: "
                 f"{', '.join(parts.nonfinite_terms())}; values: "
-                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in vars(parts).items())
-                + ". The last good checkpoint is kept; try a lower learning rate or "
-                "trainer.detect_anomaly=true to find the operation."
-            )
+                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in vars(parts).items()))
+            if not self.skip_nonfinite and self.trainer.world_size == 1:
+                raise NonFiniteLossError(message + _NONFINITE_ADVICE)
+            # Skipping, or other ranks to agree with: backward still runs (DDP's
+            # gradient all-reduce needs every rank) and on_before_optimizer_step decides.
+            self._nonfinite_loss = message
+            return parts.loss
         # self.log costs tens of microseconds per call: only build the dict on
         # the steps the logger actually writes.
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
@@ -121,28 +196,106 @@ class FlowVAEModule(pl.LightningModule):
                 "train/sum_log_det": parts.sum_log_det,
                 "train/beta": beta,
             })
+            if self.skip_nonfinite:
+                self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
         return parts.loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop, or skip the step, when the loss or a gradient is not finite.
+
+        The gradients are already all-reduced here, and the loss flag is reduced
+        too, so every rank takes the same decision. A skipped step leaves the
+        parameters and the optimizer's moments untouched (no gradient, no update).
+        """
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return  # float16 loss scaling skips overflowing steps itself
+        grads = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        loss_message, self._nonfinite_loss = self._nonfinite_loss, None
+        finite = bool(torch.stack([g.isfinite().all() for _, g in grads]).all()) if grads else True
+        bad = self.trainer.strategy.reduce_boolean_decision(
+            loss_message is not None or not finite, all=False)
+        if not bad:
+            return
+        if self.skip_nonfinite:
+            optimizer.zero_grad(set_to_none=True)
+            self.skipped_nonfinite += 1
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
+            return
+        if loss_message is not None:
+            raise NonFiniteLossError(loss_message + _NONFINITE_ADVICE)
+        names = [n for n, g in grads if not g.isfinite().all()]
+        if not names:
+            raise NonFiniteLossError(
+                f"non-finite training loss or gradient on another rank at global step "
+                f"{self.global_step} (epoch {self.current_epoch}); see that rank's log."
+                + _NONFINITE_ADVICE)
+        raise NonFiniteGradientError(
+            f"non-finite gradient at global step {self.global_step} (epoch "
+            f"{self.current_epoch}) in {len(names)} parameter(s): {', '.join(names[:10])}"
+            + (", ..." if len(names) > 10 else "") + _NONFINITE_ADVICE)
+
+    # -- evaluation: fixed noise per example, exact means across ranks --------------------
+    @staticmethod
+    def _batch_index(batch) -> Tensor:
+        if len(batch) > 2:
+            return batch[2]
+        raise ValueError("evaluation batches must be (x, y, index) so each example's noise "
+                         "is fixed (nfvae.data.IndexedTensors yields them)")
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, _ = batch
-        parts = negative_elbo(self.model(x), 1.0)
-        self.log_dict(
-            {"val/neg_elbo": parts.neg_elbo, "val/recon": parts.recon, "val/kl": parts.kl},
-            on_epoch=True, sync_dist=True, batch_size=x.shape[0], prog_bar=False,
-        )
+        x = batch[0]
+        values = example_elbo(self.model, x, self._batch_index(batch),
+                              self.eval_noise_seed)
+        for name, metric in self.val_means.items():
+            metric.update(values[name])
+            self.log(f"val/{name}", metric, on_step=False, on_epoch=True, batch_size=len(x))
 
     def test_step(self, batch, batch_idx: int) -> None:
-        x, _ = batch
-        parts = negative_elbo(self.model(x), 1.0)
-        nll = -importance_log_likelihood(self.model, x, self.test_num_samples).mean()
-        self.log_dict(
-            {
-                "test/neg_elbo": parts.neg_elbo,
-                "test/nll": nll,
-                "test/bpd": nll / (self.num_data_dims * math.log(2)),
-            },
-            on_epoch=True, sync_dist=True, batch_size=x.shape[0],
-        )
+        x = batch[0]
+        index = self._batch_index(batch)
+        values = {
+            "neg_elbo": example_elbo(self.model, x, index, self.eval_noise_seed)["neg_elbo"],
+            "nll": example_nll(self.model, x, index, self.test_num_samples, self.eval_noise_seed),
+        }
+        values["bpd"] = values["nll"] / (self.num_data_dims * math.log(2))
+        for name, metric in self.test_means.items():
+            metric.update(values[name])
+            self.log(f"test/{name}", metric, on_step=False, on_epoch=True, batch_size=len(x))
+
+    # -- state Lightning does not keep: RNG streams, counters --------------------------------
+    def on_train_start(self) -> None:
+        rank, world = _world()
+        if self._resumed_rng:
+            states, self._resumed_rng = self._resumed_rng, None
+            if rank < len(states):
+                set_rng_state(states[rank])
+            else:  # more processes than when the checkpoint was saved: a fresh stream
+                torch.manual_seed(_rank_seed(rank))
+        elif world > 1:
+            # The model was initialised identically on every rank; from here each rank
+            # draws its own binarization and posterior noise.
+            torch.manual_seed(_rank_seed(rank))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = [rng_state()]
+        _, world = _world()
+        if world > 1:
+            # Every rank dumps the checkpoint (Lightning then writes rank 0's), so all
+            # reach this collective; it keeps each rank's stream.
+            states = [None] * world
+            dist.all_gather_object(states, rng_state())
+        checkpoint[STATE_KEY] = {"rng": states, "skipped_nonfinite": self.skipped_nonfinite}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(STATE_KEY) or {}
+        self._resumed_rng = state.get("rng")
+        self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
 
     def configure_optimizers(self):
         return instantiate(self.hparams.optimizer)(params=self.parameters())
+
+
+_NONFINITE_ADVICE = (
+    ". The last good checkpoint is kept; try a lower learning rate, "
+    "trainer.detect_anomaly=true to find the operation, or training.skip_nonfinite=true "
+    "to skip such batches.")

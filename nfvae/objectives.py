@@ -8,6 +8,7 @@ importance-sampled log-likelihood: log p(x) ~ logsumexp_s(log w_s) - log S,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,25 +56,33 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
+#: ``noise(start, count) -> eps (count, B, D)``: the standard-normal draws of samples
+#: start .. start + count - 1 (``nfvae.evaluation.ExampleNoise`` fixes them per example).
+NoiseSource = Callable[[int, int], Tensor]
+
+
 @torch.no_grad()
 def log_importance_weights(
-    model: FlowVAE, x: Tensor, num_samples: int, max_batch_samples: int = 2**16
+    model: FlowVAE, x: Tensor, num_samples: int, max_batch_samples: int = 2**16,
+    noise: NoiseSource | None = None,
 ) -> Tensor:
     """(S, B) log-weights, drawn in chunks so that at most ``max_batch_samples``
-    posterior samples (S_chunk * B) are held at once."""
+    posterior samples (S_chunk * B) are held at once; fresh noise unless ``noise``."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     chunk = max(1, min(num_samples, max_batch_samples // max(1, x.shape[0])))
     parts, done = [], 0
     while done < num_samples:
         s = min(chunk, num_samples - done)
-        parts.append(model(x, num_samples=s).log_weight)
+        eps = None if noise is None else noise(done, s)
+        parts.append(model(x, num_samples=s, eps=eps).log_weight)
         done += s
     return torch.cat(parts, dim=0)
 
 
 def importance_log_likelihood(
-    model: FlowVAE, x: Tensor, num_samples: int, max_batch_samples: int = 2**16
+    model: FlowVAE, x: Tensor, num_samples: int, max_batch_samples: int = 2**16,
+    noise: NoiseSource | None = None,
 ) -> Tensor:
     """Importance-sampled estimate of log p(x), shape (B,)."""
-    return iwae_bound(log_importance_weights(model, x, num_samples, max_batch_samples))
+    return iwae_bound(log_importance_weights(model, x, num_samples, max_batch_samples, noise))

@@ -6,18 +6,28 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
 
+from nfvae.checkpoints import (
+    CheckpointError,
+    check_compatible,
+    checkpoint_step,
+    read_checkpoint,
+    resolve_resume,
+)
 from nfvae.data import TensorDataModule
+from nfvae.evaluation import example_elbo, example_nll
 from nfvae.module import FlowVAEModule
-from nfvae.objectives import importance_log_likelihood, negative_elbo
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +36,24 @@ def _plain(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def check_output_dir(path: str | os.PathLike) -> Path:
-    """Fail at start, not after an hour of training, if the run folder is unusable."""
+def check_output_dir(path: str | os.PathLike, min_free_mb: float = 0) -> Path:
+    """Fail at start, not after an hour of training, if the run folder is unusable:
+    not creatable, not writable, or on a disk with less than ``min_free_mb`` MiB free."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as error:
         raise OSError(f"cannot write to the output directory {path}: {error}") from error
+    free_mb = shutil.disk_usage(path).free / 2**20
+    if free_mb < min_free_mb:
+        raise OSError(
+            f"only {free_mb:.0f} MiB free on the disk holding the output directory {path}; "
+            f"checkpoints and event files need at least {min_free_mb:g} MiB "
+            "(training.min_free_mb); free some space or point hydra.run.dir elsewhere")
     return path
 
 
@@ -69,21 +88,41 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; returns the final metrics."""
-    check_output_dir(cfg.paths.output_dir)
+    """Fit (or resume, see ``nfvae.checkpoints``), then test the best checkpoint;
+    returns the final metrics."""
+    settings = cfg.get("training") or {}
+    run_dir = check_output_dir(cfg.paths.output_dir, float(settings.get("min_free_mb", 0)))
+    resume = resolve_resume(cfg.get("ckpt_path"), run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule.data_shape)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger_options = {}
+    if resume is not None:
+        checkpoint = read_checkpoint(resume)
+        # Before Lightning copies tensors: a wrong flow or latent size is named here.
+        check_compatible(checkpoint, module, resume)
+        log.info("resuming from %s", resume)
+        if cfg.get("logger") and issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
+            # Hide what the interrupted run logged after its checkpoint (a hard kill
+            # leaves such steps behind); they are logged again from here.
+            logger_options["purge_step"] = checkpoint_step(checkpoint)
+    logger = instantiate(cfg.logger, **logger_options) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        # resolve_resume has decided: None is a fresh run in a folder without checkpoints.
+        # Lightning would still call None "last" (an OnExceptionCheckpoint is configured),
+        # find nothing and warn twice about it.
+        warnings.filterwarnings("ignore", message=r"`\.fit\(ckpt_path=None\)` was called")
+        warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but')
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
     if cfg.test.enabled and not trainer.fast_dev_run:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
+                               weights_only=True)
         metrics.update({k: float(v) for k, v in results[0].items()})
 
     if trainer.logger is not None and trainer.is_global_zero:
@@ -95,22 +134,33 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> FlowVAEModule:
-    """Load a trained FlowVAEModule with a clear error for a missing or broken file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """A trained FlowVAEModule from its checkpoint alone (weights-only), with a clear
+    error for a missing, truncated or foreign file."""
+    checkpoint = read_checkpoint(path)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    # Evaluation does not need the training run's torch.compile.
+    if isinstance(hparams.get("model"), dict):
+        hparams["model"] = {**hparams["model"], "compile": False}
     try:
-        return FlowVAEModule.load_from_checkpoint(path, map_location=map_location,
-                                                  weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(
-            f"could not load checkpoint {path}: {type(error).__name__}: {error}"
-        ) from error
+        module = FlowVAEModule(**hparams)
+    except (TypeError, KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"could not load checkpoint {path}: its hyper_parameters do not describe a "
+            f"FlowVAEModule ({type(error).__name__}: {error})") from error
+    check_compatible(checkpoint, module, path)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    return module.to(map_location)
 
 
 @torch.no_grad()
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test negative ELBO and importance-sampled NLL of a checkpoint; writes JSON."""
+    """Test negative ELBO and importance-sampled NLL of a checkpoint; writes JSON.
+
+    Each example's noise is fixed (``nfvae.evaluation``, seeded by the checkpoint's
+    ``eval_noise_seed``), so with ``eval.num_samples`` equal to the run's
+    ``test.num_samples`` this reproduces the run's test/nll, whatever the batch size.
+    """
     torch.manual_seed(cfg.seed)
     module = load_checkpoint(cfg.ckpt_path)
     module.eval()
@@ -120,14 +170,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(data_cfg)
     x_test, _ = datamodule.split(cfg.eval.split)
     num_samples = int(cfg.eval.num_samples)
+    batch_size = int(cfg.eval.batch_size)
+    seed = module.eval_noise_seed
     neg_elbo_sum = nll_sum = 0.0
     model = module.model
-    for start in range(0, len(x_test), int(cfg.eval.batch_size)):
-        x = x_test[start:start + int(cfg.eval.batch_size)]
-        neg_elbo_sum += float(negative_elbo(model(x), 1.0).neg_elbo) * len(x)
-        log_px = importance_log_likelihood(model, x, num_samples,
-                                           int(cfg.eval.max_batch_samples))
-        nll_sum -= float(log_px.sum())
+    for start in range(0, len(x_test), batch_size):
+        x = x_test[start:start + batch_size]
+        index = torch.arange(start, start + len(x))
+        neg_elbo_sum += float(example_elbo(model, x, index, seed)["neg_elbo"].double().sum())
+        nll_sum += float(example_nll(model, x, index, num_samples, seed,
+                                     int(cfg.eval.max_batch_samples)).double().sum())
     n = len(x_test)
     dims = math.prod(datamodule.data_shape)
     results = {

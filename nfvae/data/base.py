@@ -19,7 +19,11 @@ BINARIZE_MODES = ("dynamic", "static", "none")
 
 
 class IndexedTensors:
-    """``dataset[idx_tensor] -> (x[idx], y[idx])``: one gather per batch."""
+    """``dataset[idx_tensor] -> (x[idx], y[idx], idx)``: one gather per batch.
+
+    The indices travel with the batch so that evaluation can fix each example's
+    noise (``nfvae.evaluation``) and tests can see which examples a rank drew.
+    """
 
     def __init__(self, x: Tensor, y: Tensor):
         self.x, self.y = x, y
@@ -27,17 +31,28 @@ class IndexedTensors:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.x[idx], self.y[idx]
+    def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.x[idx], self.y[idx], idx
 
 
 class IndexBatchSampler:
     """Yields index tensors of one batch each, sharded across distributed ranks.
 
-    Each rank takes every ``world_size``-th index of a shared permutation, so
-    the ranks' index sets are disjoint and together cover the epoch. The
-    permutation depends on ``seed`` and the epoch (``set_epoch``, which
-    Lightning calls), so runs are reproducible and every epoch is reshuffled.
+    The shared permutation (it depends on ``seed`` and the epoch, which Lightning
+    sets through ``set_epoch``) is cut into global batches of ``batch_size *
+    world_size`` indices, and rank r takes every ``world_size``-th index of each,
+    starting at r. So the ranks' index sets are disjoint and cover the epoch, each
+    rank gets ``batch_size`` examples per full global batch, and every rank yields the
+    same number of batches, which DDP needs (a rank with an extra batch would wait
+    forever for the others' gradients). A last global batch too small to give every
+    rank an example is merged into the one before it. With one process this is
+    plain consecutive batches of the permutation.
+
+    Resumable: ``consumed`` counts the batches of ``epoch`` that reached the model
+    (the DataModule calls ``advance``; counting what the loader yielded would be
+    one ahead, as Lightning prefetches a batch), and an iteration starts after
+    them. ``state_dict``/``load_state_dict`` carry that position through a
+    checkpoint, so a run resumed mid-epoch continues with the next unseen batch.
     """
 
     def __init__(self, num_items: int, batch_size: int, shuffle: bool, seed: int = 0,
@@ -45,9 +60,11 @@ class IndexBatchSampler:
         self.num_items, self.batch_size = num_items, batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.epoch = 0
+        self.consumed = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if epoch != self.epoch:
+            self.epoch, self.consumed = epoch, 0
 
     @staticmethod
     def _rank_and_world() -> tuple[int, int]:
@@ -55,27 +72,71 @@ class IndexBatchSampler:
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
-    def rank_indices(self) -> Tensor:
-        rank, world = self._rank_and_world()
+    def global_batches(self, world: int) -> list[tuple[int, int]]:
+        """(start, stop) of each global batch in the permutation."""
+        if self.num_items < world:
+            raise ValueError(f"{self.num_items} examples cannot be shared among {world} "
+                             "processes; use fewer devices or more data")
+        size = self.batch_size * world
+        full, rest = divmod(self.num_items, size)
+        bounds = [(i * size, (i + 1) * size) for i in range(full)]
+        if rest and not self.drop_last:
+            if rest < world and bounds:
+                bounds[-1] = (bounds[-1][0], self.num_items)
+            else:
+                bounds.append((full * size, self.num_items))
+        return bounds
+
+    def order(self) -> Tensor:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_items, generator=generator)
-        else:
-            order = torch.arange(self.num_items)
-        return order[rank::world]
+            return torch.randperm(self.num_items, generator=generator)
+        return torch.arange(self.num_items)
+
+    def rank_indices(self) -> Tensor:
+        """Every index this rank draws in the epoch, in order."""
+        return torch.cat(list(self._batches(skip=0)))
+
+    def _batches(self, skip: int) -> Iterator[Tensor]:
+        rank, world = self._rank_and_world()
+        order = self.order()
+        for start, stop in self.global_batches(world)[skip:]:
+            yield order[start:stop][rank::world]
 
     def __iter__(self) -> Iterator[Tensor]:
-        indices = self.rank_indices()
-        stop = len(indices) - (len(indices) % self.batch_size if self.drop_last else 0)
-        for start in range(0, stop, self.batch_size):
-            yield indices[start:start + self.batch_size]
+        return self._batches(skip=self.consumed)
 
     def __len__(self) -> int:
-        _, world = self._rank_and_world()
-        per_rank = -(-self.num_items // world)
-        if self.drop_last:
-            return per_rank // self.batch_size
-        return -(-per_rank // self.batch_size)
+        return len(self.global_batches(self._rank_and_world()[1]))
+
+    def advance(self, batches_per_epoch: int | float) -> None:
+        """One more batch reached the model; past the epoch's last, the next epoch starts."""
+        self.consumed += 1
+        if self.consumed >= min(len(self), batches_per_epoch):
+            self.epoch, self.consumed = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed, "num_items": self.num_items,
+                "batch_size": self.batch_size, "world_size": self._rank_and_world()[1]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        same = all(state.get(k) == v for k, v in self.state_dict().items()
+                   if k in ("num_items", "batch_size", "world_size"))
+        # Another data size, batch size or number of processes: the saved batch count
+        # means other examples now, so the interrupted epoch is restarted.
+        self.consumed = int(state["consumed"]) if same else 0
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over an ``IndexBatchSampler`` that Lightning saves in checkpoints
+    and restores (its ``state_dict``/``load_state_dict`` protocol)."""
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -104,6 +165,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.binarize = binarize
         self.seed = seed
         self.splits: dict[str, tuple[Tensor, Tensor]] | None = None
+        self.train_sampler: IndexBatchSampler | None = None
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         """{"train"|"val"|"test": (x float in [0, 1] (N, *data_shape), y long (N,))}."""
@@ -127,14 +189,18 @@ class TensorDataModule(pl.LightningDataModule):
         self.setup()
         return self.splits[name]
 
-    def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str, batch_size: int, shuffle: bool,
+                loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         x, y = self.split(name)
         sampler = IndexBatchSampler(len(x), batch_size, shuffle=shuffle, seed=self.seed)
         # batch_size=None: the sampler already yields whole batches of indices.
-        return DataLoader(IndexedTensors(x, y), sampler=sampler, batch_size=None)
+        return loader_class(IndexedTensors(x, y), sampler=sampler, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        loader = self._loader("train", self.batch_size, shuffle=True,
+                              loader_class=ResumableDataLoader)
+        self.train_sampler = loader.sampler
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)
@@ -143,10 +209,13 @@ class TensorDataModule(pl.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        x, y = batch
-        if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
-            x = torch.bernoulli(x)
-        return x, y
+        x, *rest = batch
+        if self.trainer is not None and self.trainer.training:
+            if self.binarize == "dynamic":
+                x = torch.bernoulli(x)
+            if self.train_sampler is not None:
+                self.train_sampler.advance(self.trainer.num_training_batches)
+        return (x, *rest)
 
 
 def seeded_split(x: Tensor, y: Tensor, sizes: dict[str, int], seed: int
