@@ -1,4 +1,10 @@
-"""Thin callbacks that send the figures of ``nfvae.viz.figures`` to TensorBoard."""
+"""Thin callbacks that send the figures of ``nfvae.viz`` to TensorBoard.
+
+Each one draws after the first validation epoch, every ``every_n_epochs``-th and
+the last, on rank 0 only, with the model in eval mode and no gradients; the
+drawing itself lives in pure functions (``nfvae.viz.vae``, ``nfvae.viz.toy``)
+that visualize.py calls too.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,9 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from nfvae.viz.figures import (
-    PCA2D,
-    figure_to_image,
-    image_grid,
-    latent_before_after_figure,
-    reconstruction_grid,
-)
+from nfvae.viz.figures import PCA2D, figure_to_image
+from nfvae.viz.toy import ToyFigureSettings, toy_figures
+from nfvae.viz.vae import FigureSet, LatentFigureSettings, vae_latent_figures, vae_sample_images
 
 
 def tensorboard_writer(trainer: pl.Trainer):
@@ -23,10 +25,59 @@ def tensorboard_writer(trainer: pl.Trainer):
     return None
 
 
-class VAEImageLogger(pl.Callback):
-    """Each ``every_n_epochs`` validation epochs, on rank 0, log:
+def check_every_n_epochs(every_n_epochs: int) -> int:
+    if every_n_epochs < 1:
+        raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+    return every_n_epochs
 
-    ``images/reconstructions`` (originals above reconstructions),
+
+def should_draw(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """After the first epoch (the start), every n-th epoch, and the last one."""
+    if trainer.sanity_checking:
+        return False
+    epoch = trainer.current_epoch
+    last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+    return epoch == 0 or (epoch + 1) % every_n_epochs == 0 or last
+
+
+def log_figure_set(writer, figures: FigureSet, step: int) -> None:
+    """Every figure and image of the set as an image, scalars, histograms; closes figures."""
+    for tag, figure in figures.figures.items():
+        writer.add_image(tag, figure_to_image(figure), step)
+    for tag, image in figures.images.items():
+        writer.add_image(tag, image, step)
+    for tag, value in figures.scalars.items():
+        writer.add_scalar(tag, value, step)
+    for tag, values in figures.histograms.items():
+        writer.add_histogram(tag, values, step)
+
+
+class _DrawingCallback(pl.Callback):
+    """Runs ``draw(trainer, module, writer, step)`` when due, on rank 0, in eval mode."""
+
+    def __init__(self, every_n_epochs: int):
+        super().__init__()
+        self.every_n_epochs = check_every_n_epochs(every_n_epochs)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, writer, step: int):
+        raise NotImplementedError
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
+        writer = tensorboard_writer(trainer)
+        if writer is None or not should_draw(trainer, self.every_n_epochs):
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                self.draw(trainer, pl_module, writer, trainer.global_step)
+        finally:
+            pl_module.train(was_training)
+
+
+class VAEImageLogger(_DrawingCallback):
+    """``images/reconstructions`` (originals above reconstructions),
     ``images/samples`` (5x5 prior samples from fixed noise),
     ``images/latent_before_after_flow`` (z0 and zK of validation points by label;
     the two latent dimensions when D = 2, else a PCA fitted once), and the
@@ -35,47 +86,87 @@ class VAEImageLogger(pl.Callback):
 
     def __init__(self, every_n_epochs: int = 1, num_reconstructions: int = 8,
                  num_latent_points: int = 500, upscale: int = 1):
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.every_n_epochs = every_n_epochs
+        super().__init__(every_n_epochs)
         self.num_reconstructions = num_reconstructions
         self.num_latent_points = num_latent_points
         self.upscale = upscale
         self.pca: PCA2D | None = None
         self.prior_noise: torch.Tensor | None = None
 
-    @rank_zero_only
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
-        writer = tensorboard_writer(trainer)
-        if writer is None or trainer.sanity_checking:
-            return
-        if trainer.current_epoch % self.every_n_epochs != 0:
-            return
+    def draw(self, trainer, pl_module, writer, step):
         x, y = trainer.datamodule.split("val")
-        x = x[: self.num_latent_points].to(pl_module.device)
-        y = y[: self.num_latent_points]
         model = pl_module.model
-        step = trainer.global_step
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            terms = model(x)
-            likelihood = model.likelihood
-            n = self.num_reconstructions
-            recon = likelihood.mean(terms.decoder_params[0, :n])
-            writer.add_image("images/reconstructions",
-                             reconstruction_grid(x[:n], recon, self.upscale), step)
-            if self.prior_noise is None:
-                generator = torch.Generator().manual_seed(0)
-                self.prior_noise = torch.randn(25, model.latent_dim, generator=generator)
-            samples = likelihood.mean(model.decoder(self.prior_noise.to(pl_module.device)))
-            writer.add_image("images/samples", image_grid(samples, 5, self.upscale), step)
-            z0, zK = terms.z0[0], terms.zK[0]
-            if self.pca is None:
-                self.pca = PCA2D(z0)
-            axes = ("z_1", "z_2") if model.latent_dim <= 2 else ("PC 1 of z0", "PC 2 of z0")
-            figure = latent_before_after_figure(self.pca(z0), self.pca(zK), y, axes)
-            writer.add_image("images/latent_before_after_flow", figure_to_image(figure), step)
-            writer.add_histogram("latent/sum_log_det", terms.sum_log_det[0].float().cpu(), step)
-        model.train(was_training)
+        if self.prior_noise is None:
+            generator = torch.Generator().manual_seed(0)
+            self.prior_noise = torch.randn(25, model.latent_dim, generator=generator)
+        figures, self.pca = vae_sample_images(
+            model, x[: self.num_latent_points], y[: self.num_latent_points],
+            self.num_reconstructions, self.upscale, self.prior_noise, self.pca)
+        log_figure_set(writer, figures, step)
+
+
+class LatentSpaceLogger(_DrawingCallback):
+    """The figures of ``nfvae.viz.vae.vae_latent_figures`` on the first ``num_points``
+    validation points: images ``latent/active_units``, ``latent/trajectories``,
+    ``latent/log_det_per_layer``, ``latent/interpolations``, ``latent/traversals``
+    and, for latent size 2, ``latent/posteriors`` and ``latent/aggregate_posterior``;
+    scalars ``latent/active_units_z0``, ``latent/active_units_zK``, ``latent/kl_q0``;
+    histograms ``latent/log_det/layer_<k>``. Options: ``LatentFigureSettings``."""
+
+    def __init__(self, every_n_epochs: int = 5, num_points: int = 500, **settings):
+        super().__init__(every_n_epochs)
+        if num_points < 2:
+            raise ValueError(f"num_points must be >= 2, got {num_points}")
+        self.num_points = num_points
+        self.settings = LatentFigureSettings(**settings)
+
+    def draw(self, trainer, pl_module, writer, step):
+        x, y = trainer.datamodule.split("val")
+        figures = vae_latent_figures(pl_module.model, x[: self.num_points],
+                                     y[: self.num_points], self.settings)
+        log_figure_set(writer, figures, step)
+
+
+class EmbeddingProjector(_DrawingCallback):
+    """TensorBoard's embedding projector: the posterior means mu of the first
+    ``num_points`` validation points, with their labels as metadata and the images
+    as sprites (tag ``latent_mean``)."""
+
+    def __init__(self, every_n_epochs: int = 10, num_points: int = 500):
+        super().__init__(every_n_epochs)
+        if num_points < 1:
+            raise ValueError(f"num_points must be >= 1, got {num_points}")
+        self.num_points = num_points
+
+    def draw(self, trainer, pl_module, writer, step):
+        x, y = trainer.datamodule.split("val")
+        x, y = x[: self.num_points], y[: self.num_points]
+        mu = pl_module.model.encode(x.to(pl_module.device))[0].float().cpu()
+        sprites = x.float().clamp(0, 1)
+        if sprites.dim() == 4 and sprites.shape[1] == 1:  # the projector wants RGB sprites
+            sprites = sprites.expand(-1, 3, -1, -1)
+        writer.add_embedding(mu, metadata=[str(int(v)) for v in y], label_img=sprites,
+                             global_step=step, tag="latent_mean")
+
+
+class ToyDensityLogger(_DrawingCallback):
+    """For 2-D density experiments (``nfvae.toy``): the figures of
+    ``nfvae.viz.toy.toy_figures`` as images ``toy/target_vs_learned``,
+    ``toy/layer_strip``, ``toy/samples_over_target`` and ``toy/layer_geometry``.
+    The losses and KL are logged by the module itself."""
+
+    def __init__(self, every_n_epochs: int = 5, grid_size: int = 100,
+                 max_strip_panels: int = 9, max_geometry_panels: int = 8,
+                 num_samples: int = 2000):
+        super().__init__(every_n_epochs)
+        self.settings = ToyFigureSettings(grid_size=grid_size, max_strip_panels=max_strip_panels,
+                                          max_geometry_panels=max_geometry_panels,
+                                          num_samples=num_samples)
+
+    def draw(self, trainer, pl_module, writer, step):
+        kl = trainer.callback_metrics.get("val/kl")
+        note = f"epoch {trainer.current_epoch}" + (
+            "" if kl is None else f", val KL {float(kl):.3f} nats")
+        figures = toy_figures(pl_module.flow, pl_module.target, pl_module.base_log_prob,
+                              pl_module.flow_name, self.settings, note=note)
+        log_figure_set(writer, FigureSet(figures=figures), step)

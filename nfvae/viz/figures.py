@@ -71,10 +71,30 @@ def latent_before_after_figure(z0_2d: Tensor, zK_2d: Tensor, labels: Tensor | No
     return fig
 
 
-def figure_to_image(fig) -> Tensor:
-    """Render a matplotlib figure to a (3, H, W) uint8 tensor and close it."""
+def latent_cloud_figure(points_2d: Tensor, labels: Tensor | None, window,
+                        title: str, axis_names: tuple[str, str] = ("dim 1", "dim 2")):
+    """One scatter of 2-D points coloured by label in a fixed ``window`` (a frame of the
+    layer-by-layer animation of the latent cloud)."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.0), constrained_layout=True)
+    points = points_2d.cpu().numpy()
+    colours = None if labels is None else labels.cpu().numpy() % 10
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=5,
+                         vmin=-0.5, vmax=9.5, linewidths=0)
+    ax.set_xlim(*window.xlim)
+    ax.set_ylim(*window.ylim)
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title, fontsize=10)
+    if colours is not None:
+        fig.colorbar(scatter, ax=ax, ticks=range(10), label="label")
+    return fig
+
+
+def figure_to_image(fig, dpi: int = 80) -> Tensor:
+    """Render a matplotlib figure to a (3, H, W) uint8 tensor and close it; the size is
+    the figure's size in inches times ``dpi``."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     buffer.seek(0)
     array = np.asarray(Image.open(buffer).convert("RGB"))

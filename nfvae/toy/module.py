@@ -1,0 +1,201 @@
+"""LightningModules that fit a flow from N(0, I) to a 2-D target, with no VAE around it.
+
+* ``ReverseKLModule`` (energies, Rezende & Mohamed 2015, Sec. 6.1): samples
+  z0 ~ N(0, I) pushed through the flow, zK = f(z0), log q(zK) = log N(z0) - sum log|det J|,
+
+      loss = E_q[log q(zK) + U(zK)] = KL(q || p) - log Z,
+
+  so KL(q || p) = loss + log Z with log Z of the target integrated on a grid.
+* ``MaximumLikelihoodModule`` (sample targets): data x through the inverse,
+
+      log q(x) = log N(f^{-1}(x)) + log|det d f^{-1}/dx|,   loss = -E_p[log q(x)],
+
+  and KL(p || q) = E_p[log p(x) - log q(x)] with the target's exact density.
+  It needs a family with a closed-form inverse (coupling, Glow, spline).
+
+Both keep their configs as plain hyperparameters so ``load_from_checkpoint``
+rebuilds them; the flow is global (``amortized: false``, there is no context).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from nfvae.flows import FLOW_FAMILIES, FlowSequence, InverseNotAvailable
+from nfvae.model import standard_normal_log_prob
+from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
+from nfvae.viz.probes import has_inverse
+
+#: Checkpoints of these modules record their class here, so scripts that only
+#: get a checkpoint path (visualize.py) know what to load it with.
+CLASS_KEY = "nfvae_module_class"
+
+
+def _plain(node):
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def invertible_families(dim: int = 2) -> list[str]:
+    """Registered families whose layers have a closed-form inverse (tried on one point)."""
+    names = []
+    for name, family in sorted(FLOW_FAMILIES.items()):
+        try:
+            layer = family(dim=dim, context_dim=None, amortized=False)
+            with torch.no_grad():
+                layer.inverse(torch.zeros(1, dim), None)
+        except (InverseNotAvailable, TypeError, ValueError):
+            continue
+        names.append(name)
+    return names
+
+
+class ToyDensityModule(pl.LightningModule):
+    """A global flow from the standard normal base to ``target``; subclasses set the loss."""
+
+    target_kind: type[Target] = Target
+
+    def __init__(self, data_shape: list[int], target: dict[str, Any], flow: dict[str, Any],
+                 optimizer: dict[str, Any], data: dict[str, Any] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        # Plain containers (subclasses' raw Hydra configs included, which Lightning
+        # reads from every __init__ frame), so checkpoints load with weights_only=True.
+        for key in list(self.hparams):
+            self.hparams[key] = _plain(self.hparams[key])
+        data_shape, target, flow = (self.hparams[k] for k in ("data_shape", "target", "flow"))
+        if len(data_shape) != 1:
+            raise ValueError(f"a density experiment needs flat points (D,), got {data_shape}")
+        self.dim = int(data_shape[0])
+        self.target = instantiate(target)
+        if not isinstance(self.target, self.target_kind):
+            raise TypeError(f"{type(self).__name__} needs a {self.target_kind.__name__}, got "
+                            f"{type(self.target).__name__}")
+        if self.target.dim != self.dim:
+            raise ValueError(f"target {self.target.name} is {self.target.dim}-D but the data "
+                             f"are {self.dim}-D")
+        self.flow: FlowSequence = instantiate(flow)(dim=self.dim, context_dim=None)
+        self.flow_name = flow.get("name") or "flow"
+        self.check_flow()
+
+    def check_flow(self) -> None:
+        """Fail at construction if the flow cannot serve this objective."""
+
+    # -- the model -----------------------------------------------------------------
+    def base_log_prob(self, z: Tensor) -> Tensor:
+        return standard_normal_log_prob(z)
+
+    def push(self, z0: Tensor) -> tuple[Tensor, Tensor]:
+        """zK = f(z0) and log q(zK) = log N(z0) - sum log|det J|."""
+        zK, sum_log_det = self.flow(z0)
+        return zK, self.base_log_prob(z0) - sum_log_det
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        z0 = torch.randn(num_samples, self.dim, generator=generator).to(self.device)
+        return self.push(z0)[0]
+
+    def configure_optimizers(self):
+        return instantiate(self.hparams.optimizer)(params=self.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    # -- the loop ------------------------------------------------------------------
+    def losses(self, batch: Tensor) -> dict[str, Tensor]:
+        """{"loss": the objective, "kl": its KL form, ...}: batch means."""
+        raise NotImplementedError
+
+    def _check_finite(self, values: dict[str, Tensor], batch_idx: int) -> None:
+        if not torch.isfinite(values["loss"]):
+            raise FloatingPointError(
+                f"non-finite loss at global step {self.global_step} (batch {batch_idx}): "
+                + ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
+                + "; try a lower optim learning rate or fewer layers")
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        values = self.losses(batch[0])
+        self._check_finite(values, batch_idx)
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
+        return values["loss"]
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x = batch[0]
+        values = self.losses(x)
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, on_epoch=True,
+                      sync_dist=True, batch_size=x.shape[0], prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+
+class ReverseKLModule(ToyDensityModule):
+    """Fit an energy exp(-U) by reverse KL; batches are base draws z0 ~ N(0, I)."""
+
+    target_kind = EnergyTarget
+
+    def __init__(self, data_shape: list[int], target: dict[str, Any], flow: dict[str, Any],
+                 optimizer: dict[str, Any], data: dict[str, Any] | None = None,
+                 beta_start: float = 1.0, anneal_steps: int = 0):
+        super().__init__(data_shape, target, flow, optimizer, data)
+        if not 0 < beta_start <= 1 or anneal_steps < 0:
+            raise ValueError(f"need 0 < beta_start <= 1 and anneal_steps >= 0, got "
+                             f"{beta_start}, {anneal_steps}")
+        self.beta_start, self.anneal_steps = float(beta_start), int(anneal_steps)
+        self.log_normalizer = float(self.target.log_normalizer)
+
+    @property
+    def beta(self) -> float:
+        """Annealed inverse temperature of the training loss, E_q[log q + beta U]: rises
+        linearly from beta_start to 1 over anneal_steps (Rezende & Mohamed 2015 use
+        min(1, 0.01 + t / 10000)); a flat start lets q spread over every mode before
+        reverse KL's mode seeking can lock onto one. Evaluation always uses beta = 1."""
+        if not self.training or self.anneal_steps == 0:
+            return 1.0
+        return min(1.0, self.beta_start + (1 - self.beta_start) * self.global_step
+                   / self.anneal_steps)
+
+    def losses(self, z0: Tensor) -> dict[str, Tensor]:
+        zK, log_q = self.push(z0)
+        log_p = self.target.log_prob(zK)
+        kl = (log_q - log_p).mean() + self.log_normalizer
+        beta = self.beta
+        if beta == 1.0:
+            return {"loss": kl - self.log_normalizer, "kl": kl}
+        loss = (log_q - beta * log_p).mean()
+        return {"loss": loss, "kl": kl, "beta": torch.tensor(beta)}
+
+
+class MaximumLikelihoodModule(ToyDensityModule):
+    """Fit a sampled target by maximum likelihood through the flow's inverse."""
+
+    target_kind = SampleTarget
+
+    def check_flow(self) -> None:
+        if not has_inverse(self.flow, self.dim):
+            raise ValueError(
+                f"maximum-likelihood training needs a flow with a closed-form inverse, and "
+                f"'{self.flow_name}' has none. Families with one: "
+                f"{invertible_families(self.dim) or 'none'} (flow=<name>)")
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log q(x) = log N(f^{-1}(x)) + log|det d f^{-1}/dx|, shape (B,)."""
+        z0, inverse_log_det = self.flow.inverse(x)
+        return self.base_log_prob(z0) + inverse_log_det
+
+    def losses(self, x: Tensor) -> dict[str, Tensor]:
+        log_q = self.log_prob(x)
+        nll = -log_q.mean()
+        values = {"loss": nll, "nll": nll}
+        if not self.training:  # the target's density costs more than the flow; report only
+            values["kl"] = (self.target.log_prob(x) - log_q).mean()
+        return values

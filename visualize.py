@@ -1,0 +1,22 @@
+"""Figures of a checkpoint as files: ``python visualize.py ckpt_path=... out=DIR``.
+
+Writes the figures the TensorBoard callbacks log (as PNGs named after their
+tags) and ``layers.gif``, an animation of the flow layer by layer: the density
+q_k with a grid carried through the layers for 2-D density runs, the cloud of
+latent points z_k for VAEs.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from nfvae.viz.report import visualize
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
+def main(cfg: DictConfig) -> None:
+    for path in visualize(cfg):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
