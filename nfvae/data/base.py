@@ -193,8 +193,11 @@ class TensorDataModule(pl.LightningDataModule):
                 loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         x, y = self.split(name)
         sampler = IndexBatchSampler(len(x), batch_size, shuffle=shuffle, seed=self.seed)
-        # batch_size=None: the sampler already yields whole batches of indices.
-        return loader_class(IndexedTensors(x, y), sampler=sampler, batch_size=None)
+        # batch_size=None: the sampler already yields whole batches of indices. The
+        # generator: each new iterator draws a worker base seed, and from the global RNG
+        # that draw would shift the training noise of a run resumed at an epoch's end.
+        return loader_class(IndexedTensors(x, y), sampler=sampler, batch_size=None,
+                            generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", self.batch_size, shuffle=True,

@@ -1,0 +1,197 @@
+"""Resume and preemption: which checkpoint ``ckpt_path`` picks, and that an interrupted
+run, resumed, ends exactly where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nfvae.checkpoints import resolve_resume
+
+ROOT = Path(__file__).resolve().parents[1]
+SLURM_ENV = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train",
+             "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+             "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+
+
+def fake_checkpoint(path: Path, value: float, age_s: float = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"w": torch.full((2,), value)}, "global_step": 1}, path)
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_last_in_an_empty_run_folder_says_where_to_point(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no checkpoint .*hydra\.run\.dir"):
+        resolve_resume("last", tmp_path)
+
+
+def test_fresh_run_refuses_a_folder_that_holds_checkpoints(tmp_path, monkeypatch):
+    for name in SLURM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt", 1.0)
+    with pytest.raises(FileExistsError, match=r"already holds checkpoints .*ckpt_path=last"):
+        resolve_resume(None, tmp_path)
+
+
+def test_last_is_the_newest_finite_checkpoint_and_slurm_requeue_resumes(tmp_path, monkeypatch):
+    last = fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt", 1.0, age_s=30)
+    hpc = fake_checkpoint(tmp_path / "hpc_ckpt_1.ckpt", 2.0, age_s=20)
+    assert resolve_resume("last", tmp_path) == hpc
+    # a diverged run's exception checkpoint is newer but not a state to resume from
+    fake_checkpoint(tmp_path / "checkpoints" / "on_exception.ckpt", float("nan"), age_s=10)
+    assert resolve_resume("last", tmp_path) == hpc
+    # a requeued SLURM job (ckpt_path=null) continues from the newest
+    for name, value in SLURM_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert resolve_resume(None, tmp_path) == hpc
+    assert resolve_resume(str(last), tmp_path) == last
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        resolve_resume(str(tmp_path / "nope.ckpt"), tmp_path)
+
+
+class PauseAtStep(pl.Callback):
+    """At a global step, write a marker and wait (at most a minute) for a signal, so the
+    test preempts the run at a known step, as a scheduler would at an unknown one."""
+
+    def __init__(self, step: int, marker: str):
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            self.marker.write_text(str(os.getpid()))
+            deadline = time.monotonic() + 60
+            while not trainer.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+QUICK = ["trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.log_every_n_steps=1",
+         "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
+         "trainer.enable_model_summary=false", "trainer.deterministic=true",
+         "test.num_samples=10"]
+
+
+def launch(run: Path, *args: str, env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(env_extra or {}),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    log = open(run.parent / f"{run.name}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run}",
+                             *QUICK, *args], cwd=run.parent, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def pause_at(step: int, marker: Path) -> list[str]:
+    return ["+callbacks.pause._target_=test_resume.PauseAtStep",
+            f"+callbacks.pause.step={step}", f"+callbacks.pause.marker={marker}"]
+
+
+def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"run ended (code {proc.returncode}) before the marker"
+        assert time.monotonic() < deadline, "run did not reach the step in time"
+        time.sleep(0.1)
+
+
+def finish(proc: subprocess.Popen) -> int:
+    return proc.wait(timeout=600)
+
+
+def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def logs(tmp_path: Path, name: str) -> str:
+    return "\n".join(p.read_text() for p in sorted(tmp_path.glob(f"{name}-*.log")))
+
+
+@pytest.mark.slow
+def test_preempted_and_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """3 epochs of 6 steps. The interrupted run gets SIGTERM after 8 steps (mid-epoch 1;
+    Lightning stops after the step and checkpoints/on_exception.ckpt is written), is
+    resumed with ckpt_path=last, is SIGKILLed after 14 steps (nothing saved: it goes
+    back to last.ckpt of epoch 1 and logs steps 12-13 again) and is resumed again."""
+    straight = launch(tmp_path / "straight")
+    run = tmp_path / "interrupted"
+    first = launch(run, *pause_at(8, tmp_path / "m1"))
+    wait_for(tmp_path / "m1", first)
+    first.send_signal(signal.SIGTERM)
+    assert finish(first) == 143, logs(tmp_path, "interrupted")[-3000:]
+    saved = torch.load(run / "checkpoints" / "on_exception.ckpt", weights_only=True)
+    assert saved["global_step"] == 8
+
+    second = launch(run, "ckpt_path=last", *pause_at(14, tmp_path / "m2"))
+    wait_for(tmp_path / "m2", second)
+    second.kill()
+    finish(second)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+
+    third = launch(run, "ckpt_path=last")
+    assert finish(third) == 0, logs(tmp_path, "interrupted")[-3000:]
+    assert finish(straight) == 0, logs(tmp_path, "straight")[-3000:]
+    text = logs(tmp_path, "interrupted")
+    assert f"resuming from {run / 'checkpoints' / 'on_exception.ckpt'}" in text
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in text
+
+    # Model, optimizer, epoch, step and (through the RNG and the data position) every
+    # batch's noise: the final state is bit-identical.
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (2, 18)
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
+    for i, state in a["optimizer_states"][0]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value),
+                               torch.as_tensor(b["optimizer_states"][0]["state"][i][key]))
+    # TensorBoard continues in the same folder: every step once, the same values,
+    # the warm-up's beta included.
+    for tag in ("train/loss", "train/beta", "val/neg_elbo", "test/nll"):
+        assert scalars(run, tag) == scalars(tmp_path / "straight", tag), tag
+    assert [s for s, _ in scalars(run, "train/loss")] == list(range(18))
+    assert not (run / "checkpoints" / "on_exception.ckpt").exists()  # removed after success
+
+
+@pytest.mark.slow
+def test_slurm_signal_saves_hpc_checkpoint_requeues_and_the_requeued_job_resumes(tmp_path):
+    """Lightning's SLURMEnvironment on a (faked) one-task job: SIGUSR1 saves
+    hpc_ckpt_1.ckpt and calls `scontrol requeue <job id>`; the job is then killed, and
+    the requeued job (same command, ckpt_path=null) resumes from that checkpoint."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.args'}\n")
+    scontrol.chmod(0o755)
+    env = {**SLURM_ENV, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    run = tmp_path / "job"
+    job = launch(run, *pause_at(8, tmp_path / "m"), env_extra=env)
+    wait_for(tmp_path / "m", job)
+    job.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "scontrol.args").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job.kill()  # SLURM ends the job once it is requeued
+    finish(job)
+    assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
+    hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
+    assert hpc["global_step"] == 8
+
+    requeued = launch(run, env_extra=env)
+    assert finish(requeued) == 0, logs(tmp_path, "job")[-3000:]
+    assert f"resuming from {run / 'hpc_ckpt_1.ckpt'}" in logs(tmp_path, "job")
+    # Lightning saves inside the signal handler, here during the 8th step's
+    # on_train_batch_end: that step's update is in the checkpoint, but its log line
+    # (written after the hook) is not; no step is logged twice.
+    assert [s for s, _ in scalars(run, "train/loss")] == [*range(7), *range(8, 18)]
