@@ -41,3 +41,22 @@ def test_mixed_stack_trains_from_a_list_of_family_names(compose_cfg):
                        "flow.num_layers=2", "flow.families.realnvp.family.hidden_dims=[16]",
                        *QUICK])
     assert_finite_losses(train(cfg))
+
+
+def test_glow_checkpoint_keeps_actnorm_initialisation(compose_cfg, tmp_path):
+    """ActNorm initialises on the first batch; a checkpoint must restore it, not redo it."""
+    import torch
+
+    from nfvae.training import load_checkpoint
+
+    cfg = compose_cfg(["flow=glow", "flow.num_layers=2", *QUICK])
+    train(cfg)
+    checkpoints = sorted((tmp_path / "run").rglob("*.ckpt"))
+    assert checkpoints, "the Trainer's default checkpointing wrote nothing"
+    model = load_checkpoint(checkpoints[-1]).model
+    actnorm = model.flow.layers[0].actnorm
+    assert bool(actnorm.initialized) and actnorm.log_scale.abs().sum() > 0
+    saved = actnorm.log_scale.detach().clone()
+    with torch.no_grad():
+        model(torch.rand(7, *model.data_shape).bernoulli())
+    torch.testing.assert_close(actnorm.log_scale, saved)
