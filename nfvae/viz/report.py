@@ -21,8 +21,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from nfvae.checkpoints import read_checkpoint
 from nfvae.module import FlowVAEModule
 from nfvae.toy.module import CLASS_KEY, ToyDensityModule
+from nfvae.training import load_checkpoint
 from nfvae.viz.figures import figure_to_image
 from nfvae.viz.gif import write_gif
 from nfvae.viz.toy import ToyFigureSettings, toy_figures, toy_frames
@@ -36,18 +38,14 @@ from nfvae.viz.vae import (
 
 log = logging.getLogger(__name__)
 
-#: Checkpoints that record no class (the VAE's) are loaded with this one.
-DEFAULT_MODULE = "nfvae.module.FlowVAEModule"
-
-
 def load_any_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> pl.LightningModule:
-    """Load a checkpoint with the LightningModule class it records (see ``CLASS_KEY``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """Load a checkpoint with the LightningModule class it records (``CLASS_KEY``, the
+    toy modules); one that records none is a FlowVAE's (``nfvae.training.load_checkpoint``)."""
+    checkpoint = read_checkpoint(path)  # names a missing or broken file
+    if CLASS_KEY not in checkpoint:
+        return load_checkpoint(path, map_location)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        module_class = get_class(checkpoint.get(CLASS_KEY, DEFAULT_MODULE))
+        module_class = get_class(checkpoint[CLASS_KEY])
         return module_class.load_from_checkpoint(path, map_location=map_location,
                                                  weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
