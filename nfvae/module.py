@@ -183,8 +183,9 @@ class FlowVAEModule(pl.LightningModule):
                 raise NonFiniteLossError(message + _NONFINITE_ADVICE)
             # Skipping, or other ranks to agree with: backward still runs (DDP's
             # gradient all-reduce needs every rank) and on_before_optimizer_step decides.
+            # The step still logs its (non-finite) figures: a step that logs nothing
+            # makes Lightning repeat the previous step's values.
             self._nonfinite_loss = message
-            return parts.loss
         # self.log costs tens of microseconds per call: only build the dict on
         # the steps the logger actually writes.
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
@@ -217,9 +218,10 @@ class FlowVAEModule(pl.LightningModule):
         if not bad:
             return
         if self.skip_nonfinite:
+            # Logged (cumulative) with the next step's figures: a self.log here would
+            # make Lightning repeat the previous step's train/loss at this step.
             optimizer.zero_grad(set_to_none=True)
             self.skipped_nonfinite += 1
-            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
             return
         if loss_message is not None:
             raise NonFiniteLossError(loss_message + _NONFINITE_ADVICE)
