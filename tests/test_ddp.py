@@ -159,6 +159,9 @@ def test_two_process_ddp_matches_a_single_process(tmp_path, compose_cfg):
     accumulator.Reload()
     assert len(accumulator.Images("images/reconstructions")) == 1
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"epoch_000.ckpt", "last.ckpt"}
+    # The checkpoint keeps each rank's RNG stream, for an exact resume on two processes.
+    rng = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["nfvae"]["rng"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
 
     # Logged validation negative ELBO = one process validating the same weights.
     module = load_checkpoint(run / "checkpoints" / "last.ckpt")
