@@ -75,9 +75,11 @@ def run_overrides(args, dataset: str, flow: str, seed: int, out: Path) -> list[s
         f"flow={flow}", "optimizer=adam", f"optimizer.lr={args.lr}",
         f"objective.beta_start={args.beta_start}", f"objective.warmup_epochs={args.warmup}",
         f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=50",
-        "~callbacks.progress_bar", "~callbacks.images", "~callbacks.on_exception", "~logger",
-        "test.enabled=false",
+        "trainer.log_every_n_steps=50", "~logger", "test.enabled=false",
+        # Only the best-validation checkpoint: no figures, whatever callbacks/default holds.
+        "callbacks=none", "+callbacks.best._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+        f"+callbacks.best.dirpath={out / 'checkpoints'}", "+callbacks.best.monitor=val/neg_elbo",
+        "+callbacks.best.mode=min", "+callbacks.best.save_top_k=1",
     ]
     if dataset == "mnist":
         overrides.append("data.download=false")
@@ -113,7 +115,7 @@ def one_run(args, dataset: str, flow: str, seed: int) -> dict:
         start = time.perf_counter()
         metrics = train(cfg)
         train_s = time.perf_counter() - start
-        best = sorted((out / "checkpoints").glob("epoch_*.ckpt"))[-1]
+        (best,) = (out / "checkpoints").glob("*.ckpt")
         start = time.perf_counter()
         scores = score_test_set(best, cfg.data, args.num_samples, args.test_limit,
                                 args.max_batch_samples)
@@ -161,7 +163,8 @@ def report(args, runs: list[dict], wall_s: float) -> str:
         f"{args.epochs} epochs (KL warm-up from beta {args.beta_start} over {args.warmup} "
         f"epochs), best validation checkpoint; test NLL with {args.num_samples} importance "
         f"samples per image on the "
-        f"{f'first {args.test_limit}' if args.test_limit else 'full 10,000'} test images; mean ± std over seeds {seeds}.",
+        f"{f'first {args.test_limit}' if args.test_limit else 'full 10,000'} test images; "
+        f"mean ± std over seeds {seeds}.",
         "",
         "### MNIST, dynamically binarized",
         "",

@@ -35,7 +35,7 @@ def test_splits_shapes_and_values_equal_the_file(npz_path, compose_cfg, data_dir
 def test_training_batches_are_not_binarized_again(npz_path):
     datamodule = BinarizedMNISTDataModule(path=str(npz_path), batch_size=50)
     batch = next(iter(datamodule.train_dataloader()))
-    x_again, _ = datamodule.on_after_batch_transfer(batch, 0)
+    x_again = datamodule.on_after_batch_transfer(batch, 0)[0]
     assert torch.equal(x_again, batch[0])
     assert set(batch[0].unique().tolist()) <= {0.0, 1.0}
 

@@ -28,8 +28,8 @@ def reference_probabilities(mean: float, log_scale: float, num_bins: int = 256) 
 ])
 def test_discretized_logistic_sums_to_one_over_256_levels(mean, log_scale):
     likelihood = DiscretizedLogistic()
-    log_p = likelihood.log_prob_per_pixel(
-        LEVELS, torch.tensor(mean, dtype=torch.float64), torch.tensor(log_scale, dtype=torch.float64))
+    log_p = likelihood.log_prob_per_pixel(LEVELS, torch.tensor(mean, dtype=torch.float64),
+                                          torch.tensor(log_scale, dtype=torch.float64))
     assert torch.isfinite(log_p).all()
     torch.testing.assert_close(torch.logsumexp(log_p, 0), torch.tensor(0.0, dtype=torch.float64),
                                atol=1e-10, rtol=0)

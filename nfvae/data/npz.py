@@ -79,7 +79,8 @@ class NpzDataModule(TensorDataModule):
         if value_range not in VALUE_RANGES:
             raise ValueError(f"data.value_range must be one of {VALUE_RANGES}, got {value_range!r}")
         if image_shape is not None and len(image_shape) not in (2, 3):
-            raise ValueError(f"data.image_shape must be [H, W] or [C, H, W], got {list(image_shape)}")
+            raise ValueError(
+                f"data.image_shape must be [H, W] or [C, H, W], got {list(image_shape)}")
         self.path = Path(path)
         self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
         self.column_major = bool(column_major)
@@ -126,7 +127,7 @@ class NpzDataModule(TensorDataModule):
             _check_values(key, array, value_range, self.path)
         self._resolved_range = value_range
         self._shape = self._image_shape(next(iter(per_image.values())))
-        for split, key in SPLIT_KEYS.items():
+        for key in SPLIT_KEYS.values():
             labels = arrays.get(f"{key}_labels")
             if labels is not None and (labels.ndim != 1 or key not in images
                                        or len(labels) != len(images[key])):
