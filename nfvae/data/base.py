@@ -202,6 +202,10 @@ class TensorDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", self.batch_size, shuffle=True,
                               loader_class=ResumableDataLoader)
+        if self.trainer is not None:
+            # Lightning prefetches the first batch before its set_epoch; a loader made
+            # again mid-run (reload_dataloaders_every_n_epochs) must start at the epoch.
+            loader.sampler.set_epoch(self.trainer.current_epoch)
         self.train_sampler = loader.sampler
         return loader
 
