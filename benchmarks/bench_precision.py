@@ -110,14 +110,15 @@ def main() -> None:
                   flush=True)
     reference = statistics.median(per_step["float32"])
     for name, times in per_step.items():
-        ratios = [f / t for f, t in zip(per_step["float32"], times)]
+        ratios = [f / t for f, t in zip(per_step["float32"], times, strict=True)]
         print(f"{name:<11s} median {1e3 * statistics.median(times):7.2f} ms/step   speed vs "
               f"float32 {reference / statistics.median(times):5.2f}x (per round: "
               f"{', '.join(f'{q:.2f}' for q in ratios)})")
 
     # What bf16 autocast does to the objective, on one batch with fixed noise.
     model = modules["float32"].model.eval()
-    x = torch.bernoulli(datamodule.split("test")[0][:500], generator=torch.Generator().manual_seed(0))
+    x = torch.bernoulli(datamodule.split("test")[0][:500],
+                        generator=torch.Generator().manual_seed(0))
     index = torch.arange(len(x))
     full = example_elbo(model, x, index)["neg_elbo"]
     with torch.autocast("cpu", dtype=torch.bfloat16):
