@@ -47,33 +47,43 @@ def prior_density(window: Window, n: int) -> DensityMap:
     return DensityMap(x, y, density.view(n, n), regular=True)
 
 
-def posteriors_figure(views: Sequence[PosteriorView], prior_window: Window, num_layers: int,
-                      grid_size: int = 80):
-    """One row per data point: the input; draws of q0 (blue) and qK (red) over the prior
-    N(0, I); then q0(z0|x) and qK(zK|x) as densities in a shared zoom and colour scale."""
+def draw_prior_circles(ax) -> None:
+    """Circles of radius 1, 2, 3 around 0: where N(0, I) holds 39%, 86% and 99% of its mass."""
+    for radius in (1, 2, 3):
+        ax.add_patch(plt.Circle((0, 0), radius, fill=False, color="0.4", linewidth=0.8,
+                                linestyle="--"))
+        ax.annotate(f"{radius}$\\sigma$", (radius * 0.71, radius * 0.71), fontsize=6,
+                    color="0.3")
+
+
+def posteriors_figure(views: Sequence[PosteriorView], prior_window: Window, num_layers: int):
+    """One row per data point: the input; draws of q0 (blue) and qK (red) against the
+    prior N(0, I) (dashed: 1, 2, 3 standard deviations) with the zoom of the next two
+    panels dotted; then q0(z0|x) and qK(zK|x) as densities in that zoom, each with its
+    colour bar."""
     rows = len(views)
-    fig, axes = plt.subplots(rows, 4, figsize=(10.4, 2.4 * rows + 0.5), squeeze=False,
+    fig, axes = plt.subplots(rows, 4, figsize=(11.2, 2.4 * rows + 0.5), squeeze=False,
                              constrained_layout=True, gridspec_kw={"width_ratios": [0.6, 1, 1, 1]})
-    prior = prior_density(prior_window, grid_size)
-    prior_norm = shared_norm([prior])
     for row, view in zip(axes, views):
         _show_image(row[0], view.image)
         row[0].set_title(f"x (label {view.label})", fontsize=9)
-        draw_density(row[1], prior, prior_norm, prior_window, cmap="Greys")
+        draw_prior_circles(row[1])
         for draws, colour, name in ((view.z0, "tab:blue", "$z_0$"), (view.zK, "tab:red", "$z_K$")):
             pts = draws[:300].numpy()
             row[1].scatter(pts[:, 0], pts[:, 1], s=2, c=colour, linewidths=0, label=name)
         zoom = view.window
         row[1].add_patch(plt.Rectangle((zoom.xlim[0], zoom.ylim[0]), 2 * zoom.half_width[0],
                                        2 * zoom.half_width[1], fill=False, linestyle=":"))
-        row[1].set_title("draws over the prior N(0, I)", fontsize=9)
+        _limits(row[1], prior_window)
+        row[1].set_title("draws against the prior N(0, I)", fontsize=9)
         row[1].legend(loc="upper right", fontsize=7, markerscale=3)
-        norm = shared_norm([view.q0, view.qK])
-        draw_density(row[2], view.q0, norm, zoom)
-        mesh = draw_density(row[3], view.qK, norm, zoom)
+        # One colour bar each: a flow often concentrates q0 several-fold, and on one
+        # scale q0's shape would vanish; the zoom (axes) is shared.
+        for ax, dmap in ((row[2], view.q0), (row[3], view.qK)):
+            mesh = draw_density(ax, dmap, shared_norm([dmap]), zoom)
+            fig.colorbar(mesh, ax=ax, shrink=0.85)
         row[2].set_title("$q_0(z_0|x)$ (zoom)", fontsize=9)
         row[3].set_title(f"$q_K(z_K|x)$ after {num_layers} layers", fontsize=9)
-        fig.colorbar(mesh, ax=row[2:].tolist(), label="density", shrink=0.9)
         for ax in row[1:]:
             ax.set_xlabel("$z_1$")
             ax.set_ylabel("$z_2$")
