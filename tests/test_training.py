@@ -178,3 +178,16 @@ def test_load_checkpoint_rejects_missing_and_truncated_files(trained_run, tmp_pa
     broken.write_bytes((out / "checkpoints" / "last.ckpt").read_bytes()[:1000])
     with pytest.raises(RuntimeError, match="could not load checkpoint .*broken.ckpt"):
         load_checkpoint(broken)
+
+
+def test_evaluation_binarization_does_not_follow_the_run_seed():
+    from nfvae.data import DigitsDataModule
+
+    first, second = DigitsDataModule(seed=1), DigitsDataModule(seed=2)
+    first.setup()
+    second.setup()
+    assert torch.equal(first.split("test")[0], second.split("test")[0])
+    assert set(first.split("test")[0].unique().tolist()) == {0.0, 1.0}
+    other = DigitsDataModule(seed=1, binarize_seed=5)
+    other.setup()
+    assert not torch.equal(first.split("test")[0], other.split("test")[0])

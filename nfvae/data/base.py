@@ -144,15 +144,16 @@ class TensorDataModule(pl.LightningDataModule):
 
     ``binarize``: ``dynamic`` draws a fresh Bernoulli(pixel) sample for every
     training batch, on the batch's device; validation and test sets are
-    binarized once with a fixed seed so evaluation is deterministic and
-    comparable across runs. ``static`` binarizes every split once. ``none``
-    keeps the grey levels (for continuous likelihoods).
+    binarized once with ``binarize_seed``, which does not follow the run's seed, so
+    runs with different seeds are scored on the same binary test set. ``static``
+    binarizes every split once. ``none`` keeps the grey levels (for continuous
+    likelihoods).
     """
 
     data_shape: tuple[int, ...]
 
     def __init__(self, batch_size: int = 100, eval_batch_size: int | None = None,
-                 binarize: str = "dynamic", seed: int = 0):
+                 binarize: str = "dynamic", seed: int = 0, binarize_seed: int = 0):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
@@ -164,6 +165,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.binarize = binarize
         self.seed = seed
+        self.binarize_seed = binarize_seed
         self.splits: dict[str, tuple[Tensor, Tensor]] | None = None
         self.train_sampler: IndexBatchSampler | None = None
 
@@ -175,7 +177,7 @@ class TensorDataModule(pl.LightningDataModule):
         if self.splits is not None:
             return
         splits = self.load_splits()
-        generator = torch.Generator().manual_seed(self.seed + 1)
+        generator = torch.Generator().manual_seed(self.binarize_seed)
         for name, (x, y) in splits.items():
             if tuple(x.shape[1:]) != tuple(self.data_shape):
                 raise ValueError(f"{name} split has shape {tuple(x.shape)}, "
