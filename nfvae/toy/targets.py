@@ -276,12 +276,12 @@ class Rings(SampleTarget):
     def log_prob(self, z: Tensor) -> Tensor:
         self._check(z)
         rho = z.double().norm(dim=1, keepdim=True)  # (B, 1)
-        r, s2 = self.radii, self.noise**2
+        r, s2 = self.radii.to(rho.device), self.noise**2
         arg = rho * r / s2
         # log I0(x) = log(i0e(x)) + x keeps the Bessel function finite for large x.
         log_i0 = torch.log(torch.special.i0e(arg)) + arg
         log_ring = -(rho**2 + r**2) / (2 * s2) + log_i0 - math.log(2 * math.pi * s2)
-        return torch.logsumexp(log_ring + self.weights.log(), dim=1).to(z.dtype)
+        return torch.logsumexp(log_ring + self.weights.to(rho.device).log(), dim=1).to(z.dtype)
 
 
 class EightGaussians(SampleTarget):

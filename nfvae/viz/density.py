@@ -38,8 +38,9 @@ def grid_figsize(nrows: int, ncols: int, colorbar: bool = True,
 
 def shared_norm(maps: Sequence[DensityMap], quantile: float = 0.995) -> Normalize:
     """One colour scale for all maps: 0 to the largest ``quantile`` of their densities."""
-    tops = [torch.quantile(m.density[torch.isfinite(m.density)].float().flatten()[:2**20],
-                           quantile).item() for m in maps]
+    shown = [m.density if m.cell_density is None else m.cell_density for m in maps]
+    tops = [torch.quantile(v[torch.isfinite(v)].float().flatten()[:2**20], quantile).item()
+            for v in shown]
     top = max([t for t in tops if math.isfinite(t)] + [1e-12])
     return Normalize(vmin=0.0, vmax=top)
 
@@ -49,8 +50,12 @@ def draw_density(ax, dmap: DensityMap, norm: Normalize, window: Window,
     """One heatmap on ``ax``; outside a pushed mesh the background is the colour of zero."""
     colormap = plt.get_cmap(cmap)
     ax.set_facecolor(colormap(0.0))
-    density = np.nan_to_num(dmap.density.numpy(), nan=0.0, posinf=norm.vmax)
-    mesh = ax.pcolormesh(dmap.x.numpy(), dmap.y.numpy(), density, shading="gouraud",
+    if dmap.cell_density is not None:  # a pushed mesh: one value per deformed cell
+        values, shading = dmap.cell_density, "flat"
+    else:                              # a regular grid: smooth between the nodes
+        values, shading = dmap.density, "gouraud"
+    values = np.nan_to_num(values.numpy(), nan=0.0, posinf=norm.vmax)
+    mesh = ax.pcolormesh(dmap.x.numpy(), dmap.y.numpy(), values, shading=shading,
                          cmap=colormap, norm=norm, rasterized=True)
     ax.set_xlim(*window.xlim)
     ax.set_ylim(*window.ylim)
