@@ -24,8 +24,8 @@ def main(cfg: DictConfig) -> float | None:
         log.warning("stopped by SIGTERM; resume with: python train.py hydra.run.dir=%s "
                     "ckpt_path=last (and the same overrides)", cfg.paths.output_dir)
         raise SystemExit(143) from None
-    # Returned for sweepers that optimise an objective.
-    return metrics.get("val/neg_elbo")
+    # Returned for sweepers that optimise an objective (2-D density runs log val/loss).
+    return metrics.get("val/neg_elbo", metrics.get("val/loss"))
 
 
 if __name__ == "__main__":

@@ -84,6 +84,10 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
     keys = ("data", "model", "flow", "optimizer", "objective", "seed")
     walk("", {k: _plain(cfg[k]) for k in keys if k in cfg})
+    # The module's own settings (a toy run's annealing, say); its nested configs
+    # repeat the groups above.
+    module = _plain(cfg.get("module")) or {}
+    walk("module", {k: v for k, v in module.items() if not isinstance(v, (dict, list))})
     return flat
 
 

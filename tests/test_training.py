@@ -191,3 +191,12 @@ def test_evaluation_binarization_does_not_follow_the_run_seed():
     other = DigitsDataModule(seed=1, binarize_seed=5)
     other.setup()
     assert not torch.equal(first.split("test")[0], other.split("test")[0])
+
+
+def test_hparams_include_module_settings_but_not_its_nested_groups(compose_cfg):
+    from nfvae.training import _flat_hparams
+
+    flat = _flat_hparams(compose_cfg([]))
+    assert flat["module._target_"] == "nfvae.module.FlowVAEModule"
+    assert flat["flow.name"] == "planar"
+    assert not any(key.startswith("module.model.") for key in flat)
