@@ -36,3 +36,15 @@ def compose_cfg(tmp_path):
                            overrides=[f"paths.output_dir={out}", *overrides])
 
     return _compose
+
+
+@pytest.fixture(autouse=True)
+def _restore_lightning_rank():
+    """A Trainer built for a faked cluster rank (tests/test_launch.py) sets Lightning's
+    process-wide ``rank_zero_only.rank``; later Trainers in this process would then
+    think they are not rank 0 and write no event files. Put it back after each test."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    rank = getattr(rank_zero_only, "rank", 0)
+    yield
+    rank_zero_only.rank = rank
