@@ -136,6 +136,7 @@ class FlowVAEModule(pl.LightningModule):
         self.val_means = _means(("neg_elbo", "recon", "kl"))
         self.test_means = _means(("neg_elbo", "nll", "bpd"))
         self.skipped_nonfinite = 0
+        self._named_trainables: list[tuple[str, nn.Parameter]] | None = None
         self._nonfinite_loss: str | None = None
         self._resumed_rng: list[dict[str, Any]] | None = None
         compile_options = model.get("compile", False)
@@ -210,7 +211,10 @@ class FlowVAEModule(pl.LightningModule):
         """
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             return  # float16 loss scaling skips overflowing steps itself
-        grads = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        if self._named_trainables is None:  # walking the module tree each step costs 50 us
+            self._named_trainables = [(n, p) for n, p in self.named_parameters()
+                                      if p.requires_grad]
+        grads = [(n, p.grad) for n, p in self._named_trainables if p.grad is not None]
         loss_message, self._nonfinite_loss = self._nonfinite_loss, None
         # A NaN or inf entry makes its tensor's sum non-finite, and sums cost a twentieth
         # of an entry-wise isfinite (160 us vs 3.5 ms per step for the MNIST benchmark
