@@ -21,20 +21,17 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from nfvae.config import to_plain
+from nfvae.distributed import rank_and_world
 from nfvae.evaluation import example_elbo, example_nll
 from nfvae.model import FlowVAE
 from nfvae.objectives import importance_log_likelihood, kl_warmup_beta, negative_elbo
 
 #: Checkpoint entry with what Lightning does not save itself (RNG states, counters).
 STATE_KEY = "nfvae"
-
-
-def _plain(node):
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -79,12 +76,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _rank_seed(rank: int) -> int:
     """A seed per rank from the run's seed (the one ``seed_everything`` set on every rank)."""
     return (torch.initial_seed() * 1_000_003 + rank) % (2**63 - 1)
@@ -120,7 +111,7 @@ class FlowVAEModule(pl.LightningModule):
         super().__init__()
         # Plain containers, so checkpoints load with torch.load(weights_only=True).
         data_shape, model, flow, optimizer, objective, data = map(
-            _plain, (data_shape, model, flow, optimizer, objective, data))
+            to_plain, (data_shape, model, flow, optimizer, objective, data))
         self.save_hyperparameters()
         self.model = build_model(tuple(data_shape), model, flow)
         objective = objective or {}
@@ -275,7 +266,7 @@ class FlowVAEModule(pl.LightningModule):
 
     # -- state Lightning does not keep: RNG streams, counters --------------------------------
     def on_train_start(self) -> None:
-        rank, world = _world()
+        rank, world = rank_and_world()
         if self._resumed_rng:
             states, self._resumed_rng = self._resumed_rng, None
             if rank < len(states):
@@ -289,7 +280,7 @@ class FlowVAEModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = [rng_state()]
-        _, world = _world()
+        _, world = rank_and_world()
         if world > 1:
             # Every rank dumps the checkpoint (Lightning then writes rank 0's), so all
             # reach this collective; it keeps each rank's stream.

@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from nfvae.checkpoints import (
@@ -25,15 +25,12 @@ from nfvae.checkpoints import (
     read_checkpoint,
     resolve_resume,
 )
+from nfvae.config import to_plain
 from nfvae.data import TensorDataModule
 from nfvae.evaluation import example_elbo, example_nll
 from nfvae.module import FlowVAEModule
 
 log = logging.getLogger(__name__)
-
-
-def _plain(node) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def check_output_dir(path: str | os.PathLike, min_free_mb: float = 0) -> Path:
@@ -83,10 +80,10 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
             flat[prefix] = "None" if node is None else node
 
     keys = ("data", "model", "flow", "optimizer", "objective", "seed")
-    walk("", {k: _plain(cfg[k]) for k in keys if k in cfg})
+    walk("", {k: to_plain(cfg[k]) for k in keys if k in cfg})
     # The module's own settings (a toy run's annealing, say); its nested configs
     # repeat the groups above.
-    module = _plain(cfg.get("module")) or {}
+    module = to_plain(cfg.get("module")) or {}
     walk("module", {k: v for k, v in module.items() if not isinstance(v, (dict, list))})
     return flat
 

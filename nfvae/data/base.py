@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
+
+from nfvae.distributed import rank_and_world
 
 BINARIZE_MODES = ("dynamic", "static", "none")
 
@@ -66,25 +67,27 @@ class IndexBatchSampler:
         if epoch != self.epoch:
             self.epoch, self.consumed = epoch, 0
 
-    @staticmethod
-    def _rank_and_world() -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+    _rank_and_world = staticmethod(rank_and_world)
 
-    def global_batches(self, world: int) -> list[tuple[int, int]]:
-        """(start, stop) of each global batch in the permutation."""
+    def _split(self, world: int) -> tuple[int, int, bool]:
+        """(global batch size, full global batches, whether a short last one is kept)."""
         if self.num_items < world:
             raise ValueError(f"{self.num_items} examples cannot be shared among {world} "
                              "processes; use fewer devices or more data")
         size = self.batch_size * world
         full, rest = divmod(self.num_items, size)
+        # A remainder too small to give every rank an example joins the batch before it.
+        own_batch = bool(rest) and not self.drop_last and not (rest < world and full)
+        return size, full, own_batch
+
+    def global_batches(self, world: int) -> list[tuple[int, int]]:
+        """(start, stop) of each global batch in the permutation."""
+        size, full, own_batch = self._split(world)
         bounds = [(i * size, (i + 1) * size) for i in range(full)]
-        if rest and not self.drop_last:
-            if rest < world and bounds:
-                bounds[-1] = (bounds[-1][0], self.num_items)
-            else:
-                bounds.append((full * size, self.num_items))
+        if own_batch:
+            bounds.append((full * size, self.num_items))
+        elif full * size < self.num_items and not self.drop_last:
+            bounds[-1] = (bounds[-1][0], self.num_items)  # the short remainder joins it
         return bounds
 
     def order(self) -> Tensor:
@@ -107,7 +110,9 @@ class IndexBatchSampler:
         return self._batches(skip=self.consumed)
 
     def __len__(self) -> int:
-        return len(self.global_batches(self._rank_and_world()[1]))
+        # Called every step (``advance``): counted, not built.
+        _, full, own_batch = self._split(self._rank_and_world()[1])
+        return full + own_batch
 
     def advance(self, batches_per_epoch: int | float) -> None:
         """One more batch reached the model; past the epoch's last, the next epoch starts."""
