@@ -28,19 +28,16 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nfvae.data import MNISTDataModule
-from nfvae.flows import AmortizedParameters
+from nfvae.flows import FLOW_FAMILIES, AmortizedParameters
 from nfvae.likelihoods import Bernoulli
 from nfvae.model import FlowVAE
 from nfvae.nets import MLPDecoder, MLPEncoder
 from nfvae.objectives import negative_elbo
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ["planar", "radial", "householder", "sylvester_orthogonal", "sylvester_householder",
-            "sylvester_triangular", "iaf", "realnvp", "glow", "spline"]
+FAMILIES = list(FLOW_FAMILIES)
+SYLVESTER = [name for name in FAMILIES if name.startswith("sylvester_")]
 LATENT, HIDDEN, BATCH, LR = 64, [300, 300], 100, 1e-3
-
-
-SYLVESTER = ["sylvester_orthogonal", "sylvester_householder", "sylvester_triangular"]
 
 
 def flow_factory(name: str, num_layers: int, options: dict):

@@ -91,6 +91,23 @@ def brute_force_log_det(flow, z, context):
     return torch.stack(log_dets), torch.stack(signs)
 
 
+def assert_log_det_exact(flow, z, context, log_det):
+    """log_det matches the brute-force Jacobian, whose determinant is positive."""
+    expected, sign = brute_force_log_det(flow, z, context)
+    torch.testing.assert_close(log_det, expected, atol=1e-8, rtol=1e-8)
+    assert (sign > 0).all(), "an invertible flow in the sampling direction keeps orientation"
+
+
+def assert_inverse_round_trip(flow, z, context, z_new, log_det):
+    """flow.inverse takes z_new back to z with the negated log-det, or raises the named error."""
+    try:
+        z_back, inverse_log_det = flow.inverse(z_new, context)
+    except InverseNotAvailable:
+        return
+    torch.testing.assert_close(z_back, z, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("amortized", MODES)
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -101,9 +118,7 @@ def test_log_det_matches_autograd_jacobian(name, amortized, seed):
     z_new, log_det = flow(z, context)
     assert z_new.shape == (BATCH, DIM) and log_det.shape == (BATCH,)
     assert z_new.dtype == torch.float64 and log_det.dtype == torch.float64
-    expected, sign = brute_force_log_det(flow, z, context)
-    torch.testing.assert_close(log_det, expected, atol=1e-8, rtol=1e-8)
-    assert (sign > 0).all(), "an invertible flow in the sampling direction keeps orientation"
+    assert_log_det_exact(flow, z, context, log_det)
 
 
 @pytest.mark.parametrize("amortized", MODES)
@@ -129,15 +144,8 @@ def test_stack_alternates_layers_and_keeps_exact_log_det_and_inverse(name, amort
     z = 2 * torch.randn(BATCH, DIM, dtype=torch.float64)
     context = torch.randn(BATCH, CONTEXT, dtype=torch.float64)
     zK, sum_log_det = sequence(z, context)
-    expected, sign = brute_force_log_det(sequence, z, context)
-    torch.testing.assert_close(sum_log_det, expected, atol=1e-8, rtol=1e-8)
-    assert (sign > 0).all()
-    try:
-        z_back, inverse_log_det = sequence.inverse(zK, context)
-    except InverseNotAvailable:
-        return
-    torch.testing.assert_close(z_back, z, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(inverse_log_det, -sum_log_det, atol=1e-6, rtol=1e-6)
+    assert_log_det_exact(sequence, z, context, sum_log_det)
+    assert_inverse_round_trip(sequence, z, context, zK, sum_log_det)
 
 
 @pytest.mark.parametrize("amortized", MODES)
@@ -161,12 +169,7 @@ def test_inverse_round_trip_or_named_error(name, amortized):
     z = torch.randn(BATCH, DIM, dtype=torch.float64)
     context = torch.randn(BATCH, CONTEXT, dtype=torch.float64)
     z_new, log_det = flow(z, context)
-    try:
-        z_back, inverse_log_det = flow.inverse(z_new, context)
-    except InverseNotAvailable:
-        return
-    torch.testing.assert_close(z_back, z, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-6, rtol=1e-6)
+    assert_inverse_round_trip(flow, z, context, z_new, log_det)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

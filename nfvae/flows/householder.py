@@ -28,10 +28,19 @@ from nfvae.flows.base import ParametrizedFlow
 _MIN_SQUARED_NORM = 1e-12
 
 
-def reflect(z: Tensor, v: Tensor) -> Tensor:
-    """(I - 2 v v^T / ||v||^2) z for z (B, D) and v (B, D)."""
-    v_norm_sq = (v * v).sum(-1, keepdim=True).clamp_min(_MIN_SQUARED_NORM)
-    return z - 2.0 * (v * z).sum(-1, keepdim=True) / v_norm_sq * v
+def unit_vectors(v: Tensor) -> Tensor:
+    """v / ||v|| along the last axis, with ||v||^2 clamped so that v = 0 stays 0."""
+    return v / (v * v).sum(-1, keepdim=True).clamp_min(_MIN_SQUARED_NORM).sqrt()
+
+
+def reflect_all(z: Tensor, unit_v: Tensor, reverse: bool = False) -> Tensor:
+    """H(v_R) ... H(v_1) z for z (B, D) and unit vectors (B, R, D); ``reverse``: the
+    inverse, H(v_1) ... H(v_R) z. Each H(v) z = z - 2 (v.z) v for unit v."""
+    order = range(unit_v.shape[1])
+    for r in reversed(order) if reverse else order:
+        v = unit_v[:, r]
+        z = z - 2.0 * (v * z).sum(-1, keepdim=True) * v
+    return z
 
 
 class HouseholderFlow(ParametrizedFlow):
@@ -45,13 +54,9 @@ class HouseholderFlow(ParametrizedFlow):
         self.num_reflections = num_reflections
 
     def transform(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        for r in range(v.shape[1]):
-            z = reflect(z, v[:, r])
-        return z, z.new_zeros(z.shape[0])
+        return reflect_all(z, unit_vectors(v)), z.new_zeros(z.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.check_z(z)
         v = self.raw_parameters(z, context)["v"]
-        for r in reversed(range(v.shape[1])):
-            z = reflect(z, v[:, r])
-        return z, z.new_zeros(z.shape[0])
+        return reflect_all(z, unit_vectors(v), reverse=True), z.new_zeros(z.shape[0])

@@ -45,8 +45,7 @@ class IAFFlow(NetworkFlow):
         self.register_buffer("order", order, persistent=False)
 
     def _gate(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        m, s = self.made(z, context).unbind(1)
-        return m, s
+        return self.made(z, context).unbind(1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         context = self.conditioner_context(z, context)

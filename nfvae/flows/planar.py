@@ -23,18 +23,22 @@ from nfvae.flows.base import ParametrizedFlow
 _MIN_SQUARED_NORM = 1e-12
 
 
-def _constraint_parts(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """w.u, softplus(w.u) and ||w||^2 / max(||w||^2, clamp) (1 unless w is ~0)."""
+def _constraint_parts(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """w.u, softplus(w.u), ||w||^2 and max(||w||^2, clamp)."""
     wu = (w * u).sum(-1, keepdim=True)
     w_norm_sq = (w * w).sum(-1, keepdim=True)
-    return wu, F.softplus(wu), w_norm_sq / w_norm_sq.clamp_min(_MIN_SQUARED_NORM)
+    return wu, F.softplus(wu), w_norm_sq, w_norm_sq.clamp_min(_MIN_SQUARED_NORM)
+
+
+def _u_hat(u: Tensor, w: Tensor, wu: Tensor, softplus_wu: Tensor,
+           w_norm_sq_clamped: Tensor) -> Tensor:
+    return u + (-1.0 + softplus_wu - wu) * w / w_norm_sq_clamped
 
 
 def constrain_u(u: Tensor, w: Tensor) -> Tensor:
     """u_hat such that w.u_hat = -1 + softplus(w.u) > -1 (for ||w||^2 above the clamp)."""
-    wu, softplus_wu, _ = _constraint_parts(u, w)
-    w_norm_sq = (w * w).sum(-1, keepdim=True).clamp_min(_MIN_SQUARED_NORM)
-    return u + (-1.0 + softplus_wu - wu) * w / w_norm_sq
+    wu, softplus_wu, _, w_norm_sq_clamped = _constraint_parts(u, w)
+    return _u_hat(u, w, wu, softplus_wu, w_norm_sq_clamped)
 
 
 class PlanarFlow(ParametrizedFlow):
@@ -45,14 +49,16 @@ class PlanarFlow(ParametrizedFlow):
         return {"u": (dim,), "w": (dim,), "b": (1,)}
 
     def transform(self, z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        u_hat = constrain_u(u, w)
+        wu, softplus_wu, w_norm_sq, w_norm_sq_clamped = _constraint_parts(u, w)
+        u_hat = _u_hat(u, w, wu, softplus_wu, w_norm_sq_clamped)
         h = torch.tanh((w * z).sum(-1, keepdim=True) + b)
         z_new = z + u_hat * h
         # 1 + u_hat.psi = 1 + (1 - h^2) w.u_hat = h^2 + (1 - h^2)(1 + w.u_hat), and
-        # 1 + w.u_hat = scale * softplus(w.u) + (1 - scale)(1 + w.u). Written this
+        # 1 + w.u_hat = scale * softplus(w.u) + (1 - scale)(1 + w.u), with
+        # scale = ||w||^2 / max(||w||^2, clamp) (1 unless w is ~0). Written this
         # way no term cancels: for w.u << 0, -1 + softplus(w.u) rounds to -1 and
         # log1p(u_hat.psi) would return -inf where the true log-det is finite.
-        wu, softplus_wu, scale = _constraint_parts(u, w)
+        scale = w_norm_sq / w_norm_sq_clamped
         one_plus_w_u_hat = scale * softplus_wu + (1.0 - scale) * (1.0 + wu)
         h_sq = h.pow(2)
         log_det = torch.log(h_sq + (1.0 - h_sq) * one_plus_w_u_hat)

@@ -95,13 +95,11 @@ def rational_quadratic_spline(
         c = -s * dy
         discriminant = (b * b - 4.0 * a * c).clamp_min(0.0)
         xi = (2.0 * c) / (-b - torch.sqrt(discriminant))
-        out = x_k + xi * w
     else:
         xi = (x_in - x_k) / w
-        out = y_k + h * (s * xi * xi + d_k * xi * (1.0 - xi)) / (
-            s + curvature * xi * (1.0 - xi))
     xi_1m = xi * (1.0 - xi)
     denominator = s + curvature * xi_1m
+    out = x_k + xi * w if inverse else y_k + h * (s * xi * xi + d_k * xi_1m) / denominator
     log_slope = (2.0 * torch.log(s)
                  + torch.log(d_k1 * xi * xi + 2.0 * s * xi_1m + d_k * (1.0 - xi) ** 2)
                  - 2.0 * torch.log(denominator))

@@ -16,17 +16,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from nfvae.flows.householder import reflect_all, unit_vectors
 from nfvae.flows.sylvester import SylvesterFlow
-
-_MIN_SQUARED_NORM = 1e-12
-
-
-def _unit(v: Tensor) -> Tensor:
-    return v / (v * v).sum(-1, keepdim=True).clamp_min(_MIN_SQUARED_NORM).sqrt()
-
-
-def _reflect(z: Tensor, unit_v: Tensor) -> Tensor:
-    return z - 2.0 * (unit_v * z).sum(-1, keepdim=True) * unit_v
 
 
 class HouseholderSylvesterFlow(SylvesterFlow):
@@ -42,15 +33,11 @@ class HouseholderSylvesterFlow(SylvesterFlow):
         self.num_householder = num_householder
 
     def build_q(self, v: Tensor) -> Tensor:
-        return _unit(v)
+        return unit_vectors(v)
 
     def apply_qt(self, q: Tensor, z: Tensor) -> Tensor:
         # Q^T = H(v_H) ... H(v_1): H(v_1) acts first.
-        for k in range(q.shape[1]):
-            z = _reflect(z, q[:, k])
-        return z
+        return reflect_all(z, q)
 
     def apply_q(self, q: Tensor, y: Tensor) -> Tensor:
-        for k in reversed(range(q.shape[1])):
-            y = _reflect(y, q[:, k])
-        return y
+        return reflect_all(y, q, reverse=True)

@@ -37,8 +37,6 @@ MAX_STEPS = 100
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2,
              torch.bfloat16: 1e-2}
 DEFAULT_NUM_ORTHO_VECS = 32
-
-
 POWER_STEPS = 3
 
 
