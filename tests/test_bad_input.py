@@ -6,11 +6,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nfvae.data import DataNotFoundError
 from nfvae.module import NonFiniteLossError
 from nfvae.training import check_output_dir, train
+from tests_support import read_events
 
 QUICK = ["trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.log_every_n_steps=1",
          "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.images",
@@ -88,7 +88,6 @@ def test_nonfinite_loss_stops_with_named_step_and_keeps_last_good_checkpoint(
     assert last["epoch"] == 0 and last["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
     assert (run / "checkpoints" / "on_exception.ckpt").is_file()
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
+    events = read_events(run)
     assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2]
     assert len(events.Scalars("val/neg_elbo")) == 1

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nfvae.data import IndexBatchSampler
 from nfvae.evaluation import ExampleNoise, example_elbo, example_nll
 from nfvae.training import build_datamodule, build_module, evaluate, load_checkpoint
+from tests_support import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,9 +123,7 @@ class IndexRecorder(pl.Callback):
 
 
 def last_scalar(run: Path, tag: str) -> float:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return events.Scalars(tag)[-1].value
+    return read_events(run).Scalars(tag)[-1].value
 
 
 @pytest.mark.slow
@@ -155,8 +153,7 @@ def test_two_process_ddp_matches_a_single_process(tmp_path, compose_cfg):
     # Only rank 0 wrote: one process's event files, one image per validation epoch.
     events = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert len({name.name.split(".")[-2] for name in events}) == 1, "one writer process"
-    accumulator = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
-    accumulator.Reload()
+    accumulator = read_events(run)
     assert len(accumulator.Images("images/reconstructions")) == 1
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"epoch_000.ckpt", "last.ckpt"}
     # The checkpoint keeps each rank's RNG stream, for an exact resume on two processes.

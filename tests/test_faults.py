@@ -11,11 +11,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nfvae.checkpoints import CheckpointError
 from nfvae.module import NonFiniteGradientError
 from nfvae.training import build_module, check_output_dir, load_checkpoint, train
+from tests_support import read_events as events
 
 QUICK = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.log_every_n_steps=1",
          "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.images",
@@ -70,12 +70,6 @@ class SkippedStepsChangeNothing(pl.Callback):
         assert moments.keys() == now_moments.keys()
         for key, state in moments.items():
             assert all(torch.equal(v, now_moments[key][k]) for k, v in state.items())
-
-
-def events(run) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run / "tensorboard"))
-    accumulator.Reload()
-    return accumulator
 
 
 def test_nonfinite_gradient_stops_naming_step_and_parameter(compose_cfg, tmp_path):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nfvae.checkpoints import resolve_resume
+from tests_support import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_ENV = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train",
@@ -108,9 +108,7 @@ def finish(proc: subprocess.Popen) -> int:
 
 
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
+    return [(e.step, e.value) for e in read_events(run).Scalars(tag)]
 
 
 def logs(tmp_path: Path, name: str) -> str:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nfvae.module import FlowVAEModule
 from nfvae.training import evaluate, load_checkpoint, train
+from tests_support import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [
@@ -27,12 +27,6 @@ QUICK = [
 SCALARS = ["train/loss", "train/neg_elbo", "train/recon", "train/kl", "train/sum_log_det",
            "train/beta", "val/neg_elbo", "test/nll", "test/neg_elbo"]
 IMAGES = ["images/reconstructions", "images/samples", "images/latent_before_after_flow"]
-
-
-def read_events(run_dir: Path) -> EventAccumulator:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
-    events.Reload()
-    return events
 
 
 @pytest.fixture(scope="module")
