@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,21 +26,12 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import compose, data_dir, pin_threads  # noqa: E402
+from common import PLANAR_MNIST_OVERRIDES, compose, pin_threads, run_dirs  # noqa: E402
 
 from nfvae.evaluation import example_elbo  # noqa: E402
 from nfvae.training import build_datamodule, build_module, instantiate  # noqa: E402
 
-OVERRIDES = [
-    "data=mnist", "data.download=false", "data.batch_size=100",
-    "model.latent_dim=64", "model.encoder.hidden_dims=[300,300]",
-    "model.decoder.hidden_dims=[300,300]",
-    "flow=planar", "flow.num_layers=10", "flow.amortized=true",
-    "optimizer.lr=1e-3", "objective.beta_start=1.0", "objective.warmup_epochs=0",
-    "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "trainer.enable_checkpointing=false", "callbacks=none", "trainer.log_every_n_steps=10",
-]
+OVERRIDES = [*PLANAR_MNIST_OVERRIDES, "trainer.log_every_n_steps=10"]
 
 CONTENDERS = {
     "float32": [],
@@ -78,8 +68,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     pin_threads()
-    out = Path(tempfile.mkdtemp(prefix="nfvae-bench-precision-"))
-    base = [f"paths.output_dir={out}", f"data.data_dir={data_dir(args.data_dir)}", *OVERRIDES]
+    base = [*run_dirs(args.data_dir, "nfvae-bench-precision-"), *OVERRIDES]
     cfgs = {name: compose([*base, *extra]) for name, extra in CONTENDERS.items()}
     torch.manual_seed(0)
     datamodule = build_datamodule(cfgs["float32"].data)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,23 +27,21 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import compose, data_dir, interleaved, pin_threads, timed  # noqa: E402
+from common import (  # noqa: E402
+    PLANAR_MNIST_OVERRIDES,
+    compose,
+    interleaved,
+    pin_threads,
+    run_dirs,
+    timed,
+)
 
 from nfvae.likelihoods import softplus  # noqa: E402
 from nfvae.model import standard_normal_log_prob  # noqa: E402
 from nfvae.objectives import importance_log_likelihood, negative_elbo  # noqa: E402
 from nfvae.training import build_datamodule, build_module, instantiate  # noqa: E402
 
-OVERRIDES = [
-    "data=mnist", "data.download=false", "data.batch_size=100",
-    "model.latent_dim=64", "model.encoder.hidden_dims=[300,300]",
-    "model.decoder.hidden_dims=[300,300]",
-    "flow=planar", "flow.num_layers=10", "flow.amortized=true",
-    "optimizer.lr=1e-3", "objective.beta_start=1.0", "objective.warmup_epochs=0",
-    "trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "trainer.enable_checkpointing=false", "callbacks=none",
-]
+OVERRIDES = [*PLANAR_MNIST_OVERRIDES, "trainer.max_epochs=1"]
 
 
 def main() -> None:
@@ -55,9 +52,7 @@ def main() -> None:
                         help="use only this many training images (quick checks)")
     args = parser.parse_args()
     pin_threads()
-    out = Path(tempfile.mkdtemp(prefix="nfvae-bench-"))
-    cfg = compose([f"paths.output_dir={out}", f"data.data_dir={data_dir(args.data_dir)}",
-                   *OVERRIDES])
+    cfg = compose([*run_dirs(args.data_dir, "nfvae-bench-"), *OVERRIDES])
     torch.manual_seed(0)
     datamodule = build_datamodule(cfg.data)
     if args.train_limit:

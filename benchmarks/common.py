@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+
+# The model of bench_train.py and bench_precision.py: MNIST with dynamic binarization,
+# MLP 784-300-300, latent 64, amortized planar K=10, batch 100, Adam 1e-3, no warm-up,
+# and a Trainer that only trains (no validation, checkpoints, callbacks or progress bar).
+PLANAR_MNIST_OVERRIDES = [
+    "data=mnist", "data.download=false", "data.batch_size=100",
+    "model.latent_dim=64", "model.encoder.hidden_dims=[300,300]",
+    "model.decoder.hidden_dims=[300,300]",
+    "flow=planar", "flow.num_layers=10", "flow.amortized=true",
+    "optimizer.lr=1e-3", "objective.beta_start=1.0", "objective.warmup_epochs=0",
+    "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "trainer.enable_checkpointing=false", "callbacks=none",
+]
 
 
 def pin_threads() -> None:
@@ -24,6 +39,13 @@ def data_dir(cli_value: str | None = None) -> Path:
         raise SystemExit(f"MNIST not found under {path}/MNIST/raw; pass --data-dir or set "
                          "NFVAE_DATA_DIR")
     return path.resolve()
+
+
+def run_dirs(cli_data_dir: str | None, prefix: str) -> list[str]:
+    """The overrides every benchmark run starts with: a fresh temporary output folder
+    and the (checked) shared data folder."""
+    out = Path(tempfile.mkdtemp(prefix=prefix))
+    return [f"paths.output_dir={out}", f"data.data_dir={data_dir(cli_data_dir)}"]
 
 
 def compose(overrides: list[str], config_name: str = "train"):

@@ -133,6 +133,18 @@ def _is_binary(x: Tensor) -> bool:
     return bool(((x == 0) | (x == 1)).all())
 
 
+def _data_name(data_cfg: Any) -> str:
+    """``nfvae.data.MNISTDataModule`` -> ``MNIST``."""
+    return str(data_cfg["_target_"]).rsplit(".", 1)[-1].removesuffix("DataModule")
+
+
+def _nll_summary(nll: Tensor, dims: int) -> dict[str, float | int]:
+    """Count, mean, std (0 for one image) and bits per dimension of per-image NLLs."""
+    mean = float(nll.mean())
+    return {"n": len(nll), "mean": mean, "std": float(nll.std()) if len(nll) > 1 else 0.0,
+            "bpd": mean / (dims * math.log(2))}
+
+
 @torch.no_grad()
 def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
     """Score the test set and ``ood_data`` by NLL; write ood.json, a PNG, TensorBoard."""
@@ -145,9 +157,8 @@ def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
     if in_cfg is None:
         raise ValueError("the checkpoint records no data config; pass data=<name>")
     in_data, ood_data = build_datamodule(in_cfg), build_datamodule(ood_cfg)
-    name_in = str(in_cfg["_target_"]).rsplit(".", 1)[-1].removesuffix("DataModule")
-    name_out = str(cfg.ood_data) if isinstance(cfg.ood_data, str) else \
-        str(ood_cfg["_target_"]).rsplit(".", 1)[-1].removesuffix("DataModule")
+    name_in = _data_name(in_cfg)
+    name_out = str(cfg.ood_data) if isinstance(cfg.ood_data, str) else _data_name(ood_cfg)
     if tuple(ood_data.data_shape) != tuple(model.data_shape):
         raise ValueError(
             f"ood_data={name_out} gives images of shape {tuple(ood_data.data_shape)}, but the "
@@ -155,8 +166,9 @@ def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
             "input shape (e.g. +ood.data.image_size=28 for omniglot, or image_shape for npz) "
             "or choose one of the same shape")
 
+    options = cfg.get("ood") or {}
     split = cfg.eval.split
-    limit = (cfg.get("ood") or {}).get("max_examples")
+    limit = options.get("max_examples")
     x_in = in_data.split(split)[0][:limit]
     x_out = ood_data.split(split)[0][:limit]
     binarized = False
@@ -173,7 +185,7 @@ def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
     area = auroc(nll_in, nll_out)
 
     out_dir = check_output_dir(cfg.paths.output_dir)
-    bins = int((cfg.get("ood") or {}).get("bins") or 50)
+    bins = int(options.get("bins") or 50)
     figure = histogram_figure(nll_in, nll_out, name_in, name_out, area, bins)
     png = out_dir / "ood_nll_histograms.png"
     figure.savefig(png, dpi=100)
@@ -194,12 +206,8 @@ def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
         "num_samples": num_samples,
         "other_binarized": binarized,
         "auroc": area,
-        "in_distribution_nll": {"n": len(nll_in), "mean": float(nll_in.mean()),
-                                "std": float(nll_in.std()) if len(nll_in) > 1 else 0.0,
-                                "bpd": float(nll_in.mean()) / (dims * math.log(2))},
-        "other_nll": {"n": len(nll_out), "mean": float(nll_out.mean()),
-                      "std": float(nll_out.std()) if len(nll_out) > 1 else 0.0,
-                      "bpd": float(nll_out.mean()) / (dims * math.log(2))},
+        "in_distribution_nll": _nll_summary(nll_in, dims),
+        "other_nll": _nll_summary(nll_out, dims),
         "histogram_png": str(png),
     }
     (out_dir / "ood.json").write_text(json.dumps(results, indent=2))

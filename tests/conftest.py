@@ -25,6 +25,19 @@ def data_dir() -> Path:
 
 
 @pytest.fixture
+def shared_file(data_dir):
+    """shared_file("a/b.npz") -> that file under the shared data folder, or skip the test."""
+
+    def _shared_file(relative: str) -> Path:
+        path = data_dir / relative
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        return path
+
+    return _shared_file
+
+
+@pytest.fixture
 def compose_cfg(tmp_path):
     """compose(overrides) -> the real train.yaml (or another config) with a tmp run folder."""
     from hydra import compose, initialize_config_dir

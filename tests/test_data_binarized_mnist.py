@@ -11,11 +11,8 @@ from nfvae.data import BinarizedMNISTDataModule, DataNotFoundError
 
 
 @pytest.fixture
-def npz_path(data_dir):
-    path = data_dir / "binarized_mnist" / "binarized_mnist.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+def npz_path(shared_file):
+    return shared_file("binarized_mnist/binarized_mnist.npz")
 
 
 def test_splits_shapes_and_values_equal_the_file(npz_path, compose_cfg, data_dir):

@@ -11,11 +11,8 @@ from nfvae.data import DataNotFoundError, FreyFacesDataModule
 
 
 @pytest.fixture
-def npz_path(data_dir):
-    path = data_dir / "frey_faces" / "freyfaces.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+def npz_path(shared_file):
+    return shared_file("frey_faces/freyfaces.npz")
 
 
 def test_split_sizes_shape_range_and_coverage(npz_path, compose_cfg, data_dir):

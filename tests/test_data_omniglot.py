@@ -10,11 +10,8 @@ from nfvae.data import DataNotFoundError, OmniglotDataModule
 
 
 @pytest.fixture
-def omniglot_dir(data_dir):
-    path = data_dir / "omniglot"
-    if not (path / "images_background.npz").is_file():
-        pytest.skip(f"Omniglot not found under {path}")
-    return path
+def omniglot_dir(shared_file):
+    return shared_file("omniglot/images_background.npz").parent
 
 
 def test_split_sizes_shapes_and_binarization(omniglot_dir, compose_cfg, data_dir):

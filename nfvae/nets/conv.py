@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from nfvae.nets.shapes import check_image_shape, halved_sides, output_padding
+from nfvae.nets.shapes import check_image_shape, halved_sides, upsampling_paddings
 
 
 class ConvEncoder(nn.Module):
@@ -52,12 +52,10 @@ class ConvDecoder(nn.Module):
             nn.Linear(latent_dim, hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, c2 * hs[2] * ws[2]), nn.ReLU(),
         )
+        pad1, pad0 = upsampling_paddings(hs, ws)
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 5, 2, 2,
-                               (output_padding(hs[1], hs[2]), output_padding(ws[1], ws[2]))),
-            nn.ReLU(),
-            nn.ConvTranspose2d(c1, num_params * c, 5, 2, 2,
-                               (output_padding(hs[0], hs[1]), output_padding(ws[0], ws[1]))),
+            nn.ConvTranspose2d(c2, c1, 5, 2, 2, pad1), nn.ReLU(),
+            nn.ConvTranspose2d(c1, num_params * c, 5, 2, 2, pad0),
         )
 
     def forward(self, z: Tensor) -> Tensor:

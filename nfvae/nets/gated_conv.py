@@ -23,10 +23,20 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nfvae.nets.shapes import check_image_shape, halved_sides, output_padding
+from nfvae.nets.shapes import check_image_shape, halved_sides, upsampling_paddings
 
 
-class GatedConv2d(nn.Module):
+class _Gated(nn.Module):
+    """h(x) . sigmoid(g(x)) for two layers ``h`` and ``g`` of the same geometry."""
+
+    h: nn.Module
+    g: nn.Module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+class GatedConv2d(_Gated):
     """(W1 * x + b1) . sigmoid(W2 * x + b2) with two convolutions of the same geometry."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0):
@@ -34,11 +44,8 @@ class GatedConv2d(nn.Module):
         self.h = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
         self.g = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.h(x) * torch.sigmoid(self.g(x))
 
-
-class GatedConvTranspose2d(nn.Module):
+class GatedConvTranspose2d(_Gated):
     """The transposed-convolution counterpart of GatedConv2d."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -48,9 +55,6 @@ class GatedConvTranspose2d(nn.Module):
                                     output_padding)
         self.g = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding,
                                     output_padding)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.h(x) * torch.sigmoid(self.g(x))
 
 
 class GatedConvEncoder(nn.Module):
@@ -85,8 +89,7 @@ class GatedConvDecoder(nn.Module):
         c, height, width = check_image_shape(data_shape, "GatedConvDecoder")
         c1, c2 = (int(ch) for ch in channels)
         hs, ws = halved_sides(height, 2), halved_sides(width, 2)
-        pad1 = (output_padding(hs[1], hs[2]), output_padding(ws[1], ws[2]))
-        pad0 = (output_padding(hs[0], hs[1]), output_padding(ws[0], ws[1]))
+        pad1, pad0 = upsampling_paddings(hs, ws)
         self.data_shape = (c, height, width)
         self.num_params = num_params
         self.net = nn.Sequential(

@@ -36,3 +36,10 @@ def output_padding(target: int, source: int) -> int:
     if padding not in (0, 1):
         raise ValueError(f"cannot upsample a side of {source} to {target} with stride 2")
     return padding
+
+
+def upsampling_paddings(heights: Sequence[int], widths: Sequence[int]) -> list[tuple[int, int]]:
+    """(H, W) output_padding of each stride-2 transposed conv that undoes ``halved_sides``,
+    deepest stage first: for sides [n0, n1, n2], [(pad n2 -> n1), (pad n1 -> n0)]."""
+    return [(output_padding(heights[i - 1], heights[i]), output_padding(widths[i - 1], widths[i]))
+            for i in range(len(heights) - 1, 0, -1)]
