@@ -190,8 +190,7 @@ def report(args, runs: list[dict], wall_s: float) -> str:
         *table(runs, "binarized_mnist", published=bool(PUBLISHED)),
         "",
     ]
-    if PUBLISHED_NOTE:
-        lines += [PUBLISHED_NOTE, ""]
+    lines += [PUBLISHED_NOTE, ""]
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from nfvae.model import FlowVAE
 from nfvae.objectives import importance_log_likelihood
-from nfvae.training import build_datamodule, check_output_dir, load_checkpoint
+from nfvae.training import build_datamodule, check_output_dir, checkpoint_and_data
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,8 @@ def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
     """Score the test set and ``ood_data`` by NLL; write ood.json, a PNG, TensorBoard."""
     torch.manual_seed(cfg.seed)
     ood_cfg = ood_data_config(cfg.get("ood_data"), cfg)  # fail on a bad name before loading
-    module = load_checkpoint(cfg.ckpt_path)
-    module.eval()
+    module, in_cfg = checkpoint_and_data(cfg)
     model = module.model
-    in_cfg = cfg.get("data") or module.hparams.data
-    if in_cfg is None:
-        raise ValueError("the checkpoint records no data config; pass data=<name>")
     in_data, ood_data = build_datamodule(in_cfg), build_datamodule(ood_cfg)
     name_in = _data_name(in_cfg)
     name_out = str(cfg.ood_data) if isinstance(cfg.ood_data, str) else _data_name(ood_cfg)

@@ -154,6 +154,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> FlowV
     return module.to(map_location)
 
 
+def checkpoint_and_data(cfg: DictConfig) -> tuple[FlowVAEModule, Any]:
+    """``cfg.ckpt_path``'s module in eval mode, and the data config to score it on:
+    ``cfg.data`` if given, else the one the checkpoint recorded."""
+    module = load_checkpoint(cfg.ckpt_path)
+    module.eval()
+    data_cfg = cfg.get("data") or module.hparams.data
+    if data_cfg is None:
+        raise ValueError("the checkpoint records no data config; pass data=<name>")
+    return module, data_cfg
+
+
 @torch.no_grad()
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test negative ELBO and importance-sampled NLL of a checkpoint; writes JSON.
@@ -163,11 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ``test.num_samples`` this reproduces the run's test/nll, whatever the batch size.
     """
     torch.manual_seed(cfg.seed)
-    module = load_checkpoint(cfg.ckpt_path)
-    module.eval()
-    data_cfg = cfg.get("data") or module.hparams.data
-    if data_cfg is None:
-        raise ValueError("the checkpoint records no data config; pass data=<name>")
+    module, data_cfg = checkpoint_and_data(cfg)
     datamodule = build_datamodule(data_cfg)
     x_test, _ = datamodule.split(cfg.eval.split)
     num_samples = int(cfg.eval.num_samples)
