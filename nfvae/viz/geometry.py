@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import singledispatch
+from typing import Protocol
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,9 +22,18 @@ from torch import Tensor
 
 from nfvae.flows import FLOW_FAMILIES, Flow, ParametrizedFlow, PlanarFlow, RadialFlow
 from nfvae.flows.planar import constrain_u
-from nfvae.viz.probes import Window, flow_dtype_device
+from nfvae.viz.probes import Window, flow_dtype_device, push_through_layers
 
 PANEL_INCHES = 2.2
+
+
+class LayerGeometry(Protocol):
+    """What a layer acts around, as ``layer_geometry`` returns it: a one-line
+    ``describe()`` for the panel title and ``draw(ax, window)`` onto the panel."""
+
+    def describe(self) -> str: ...
+
+    def draw(self, ax, window: Window) -> None: ...
 
 
 @dataclass
@@ -77,7 +87,7 @@ class Centre:
 
 
 @singledispatch
-def layer_geometry(layer: Flow):
+def layer_geometry(layer: Flow) -> LayerGeometry | None:
     """The drawable geometry of a global 2-D layer, or None where none is defined."""
     return None
 
@@ -123,7 +133,7 @@ class LayerAction:
     outputs: Tensor      # (N, 2) z_k
     grid_in: Tensor      # (G, 2)
     grid_out: Tensor     # (G, 2)
-    geometry: object | None
+    geometry: LayerGeometry | None
 
 
 @torch.no_grad()
@@ -132,9 +142,7 @@ def layer_actions(flow, z0: Tensor, window: Window, layers: Sequence[int],
     """For each k in ``layers`` (1-based): what layer k does to the samples z_{k-1} that
     reach it, and to a coarse grid over ``window`` (the displacement field)."""
     dtype, device = flow_dtype_device(flow)
-    points = [z0.to(device=device, dtype=dtype)]
-    for layer in flow.layers:
-        points.append(layer(points[-1], None)[0])
+    points, _ = push_through_layers(flow, z0.to(device=device, dtype=dtype))
     _, _, grid = window.grid(arrows_per_side)
     grid = grid.to(device=device, dtype=dtype)
     actions = []

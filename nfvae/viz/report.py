@@ -38,6 +38,7 @@ from nfvae.viz.vae import (
 
 log = logging.getLogger(__name__)
 
+
 def load_any_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> pl.LightningModule:
     """Load a checkpoint with the LightningModule class it records (``CLASS_KEY``, the
     toy modules); one that records none is a FlowVAE's (``nfvae.training.load_checkpoint``)."""
