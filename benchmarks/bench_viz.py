@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import TensorBoardLogger
+
+from common import compose  # benchmarks/common.py, beside this script
 
 from nfvae.training import build_datamodule, build_module
 
@@ -53,8 +54,7 @@ class EpochTimer(pl.Callback):
 
 
 def compose_cfg(overrides: list[str], out: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={out}", *overrides])
+    return compose([f"paths.output_dir={out}", *overrides])
 
 
 class Timed(pl.Callback):

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+
+from common import compose  # benchmarks/common.py, beside this script
 
 from nfvae.training import train
 from nfvae.viz.report import visualize
 
-ROOT = Path(__file__).resolve().parents[1]
 PLANAR_32 = ["flow=planar", "flow.num_layers=32"]
 SPLINE_4 = ["flow=spline", "flow.num_layers=4", "flow.family.num_bins=16",
             "flow.family.tail_bound=4.0", "flow.family.hidden_dims=[64,64]",
@@ -36,11 +36,6 @@ RUNS = {
     "checkerboard": SPLINE_4,
 }
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.density"]
-
-
-def compose_cfg(config: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config, overrides=overrides)
 
 
 def main() -> None:
@@ -57,7 +52,7 @@ def main() -> None:
         out = runs_root / name
         overrides = [f"experiment=toy/{name}", *RUNS[name], *QUIET, f"paths.output_dir={out}"]
         start = time.perf_counter()
-        metrics = train(compose_cfg("train", overrides))
+        metrics = train(compose(overrides))
         seconds = time.perf_counter() - start
         rows.append((name, " ".join(RUNS[name][:2]), metrics["test/kl"], seconds))
         print(f"{name}: test KL {metrics['test/kl']:.4f} nats ({seconds:.0f} s)", flush=True)

@@ -24,9 +24,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import Tensor
 
+from nfvae.config import to_plain
 from nfvae.flows import FLOW_FAMILIES, FlowSequence
 from nfvae.model import standard_normal_log_prob
 from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
@@ -35,10 +35,6 @@ from nfvae.viz.probes import has_inverse
 #: Checkpoints of these modules record their class here, so scripts that only
 #: get a checkpoint path (visualize.py) know what to load it with.
 CLASS_KEY = "nfvae_module_class"
-
-
-def _plain(node):
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def invertible_families(dim: int = 2) -> list[str]:
@@ -66,7 +62,7 @@ class ToyDensityModule(pl.LightningModule):
         # Plain containers (subclasses' raw Hydra configs included, which Lightning
         # reads from every __init__ frame), so checkpoints load with weights_only=True.
         for key in list(self.hparams):
-            self.hparams[key] = _plain(self.hparams[key])
+            self.hparams[key] = to_plain(self.hparams[key])
         data_shape, target, flow = (self.hparams[k] for k in ("data_shape", "target", "flow"))
         if len(data_shape) != 1:
             raise ValueError(f"a density experiment needs flat points (D,), got {data_shape}")
