@@ -130,7 +130,8 @@ def main() -> None:
                 mu, log_sigma, context = model.encode(x)
                 eps = torch.randn(num_samples, *mu.shape)
                 z0 = (mu + log_sigma.exp() * eps).reshape(-1, mu.shape[1])
-                zK, sum_log_det = model.flow(z0, context.repeat(num_samples, 1))
+                # flow parameters once per image, as the framework computes them
+                zK, sum_log_det = model.flow.forward_repeated(z0, context, num_samples)
                 logits = model.decoder(zK).view(num_samples, len(x), -1)
                 xs = x.flatten(1)
                 log_px = (xs * logits - softplus(logits)).sum(-1)

@@ -129,9 +129,10 @@ class FlowVAE(nn.Module):
         with _full_precision(mu.device.type):
             z0 = mu + log_sigma.exp() * eps  # reparameterization: gradients reach the encoder
             log_q0 = standard_normal_log_prob(eps) - log_sigma.sum(-1)
-            flat_context = context.expand(num_samples, *context.shape).reshape(
-                -1, context.shape[-1])
-            zK, sum_log_det = self.flow(z0.reshape(-1, dim), flat_context)
+            # Sample-major rows (s*B + b); flows with context-only parameters compute
+            # them once per data point, not once per sample.
+            zK, sum_log_det = self.flow.forward_repeated(z0.reshape(-1, dim), context,
+                                                         num_samples)
         decoder_params = _at_least_float32(self.decoder(zK))
         decoder_params = decoder_params.view(num_samples, batch, *decoder_params.shape[1:])
         zK = zK.view(num_samples, batch, dim)

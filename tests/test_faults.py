@@ -201,8 +201,8 @@ def test_bf16_autocast_keeps_log_dets_and_densities_in_float32(compose_cfg):
         assert getattr(terms, name).dtype == torch.float32, name
     # The flow ran in float32 on the float32 copies of z0 and the context: the same
     # computation outside autocast gives the same log-dets, bit for bit.
-    flat_context = context.float().expand(3, *context.shape).reshape(-1, context.shape[-1])
-    zK, sum_log_det = model.flow(terms.z0.reshape(-1, model.latent_dim), flat_context)
+    zK, sum_log_det = model.flow.forward_repeated(
+        terms.z0.reshape(-1, model.latent_dim), context.float(), 3)
     assert torch.equal(sum_log_det.view(3, 16), terms.sum_log_det)
     assert torch.equal(zK.view(3, 16, -1), terms.zK)
 

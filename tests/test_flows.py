@@ -191,3 +191,33 @@ def test_global_flow_ignores_context_and_shares_parameters(name):
     z_ctx, log_det_ctx = flow(z, torch.randn(3, CONTEXT, dtype=torch.float64))
     torch.testing.assert_close(z_ctx, z_new)
     torch.testing.assert_close(log_det_ctx, log_det)
+
+
+@pytest.mark.parametrize("amortized", MODES)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_repeated_samples_match_a_repeated_context(name, amortized):
+    """forward_repeated(z, context, S) is forward(z, context repeated S times): flows
+    that compute their parameters once per data point must not change the map."""
+    flows = make_stack(name, amortized)
+    samples = 3
+    z = torch.randn(samples * BATCH, DIM, dtype=torch.float64)
+    context = torch.randn(BATCH, CONTEXT, dtype=torch.float64)
+    expected = flows(z, context.repeat(samples, 1))
+    actual = flows.forward_repeated(z, context, samples)
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=1e-10)
+    # Row s*B + b belongs to data point b: a shuffled context changes the result.
+    shuffled = flows.forward_repeated(z, context.roll(1, dims=0), samples)[0]
+    if amortized:
+        assert not torch.allclose(shuffled, actual[0])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_repeated_samples_reject_rows_that_do_not_match_the_context(name):
+    flows = make_stack(name, True, num_layers=1)
+    context = torch.randn(BATCH, CONTEXT, dtype=torch.float64)
+    with pytest.raises(ValueError, match="rows"):
+        flows.forward_repeated(torch.randn(2 * BATCH + 1, DIM, dtype=torch.float64), context, 2)
+    with pytest.raises(ValueError, match="context has"):
+        flows.forward_repeated(torch.randn(3 * BATCH, DIM, dtype=torch.float64),
+                               context[:-1], 3)

@@ -4,11 +4,17 @@ Every flow maps in the sampling direction z0 -> zK:
 
     forward(z (B, D), context (B, H) or None) -> (z_new (B, D), log_det (B,))
 
-where ``log_det`` is log|det dz_new/dz| per example. A family only writes the
-bijection (``transform``) on raw, unconstrained parameters and declares their
-shapes; where those parameters come from (a linear head on the encoder's
-context, or one learned set shared by all data points) is the job of a
-``ParameterSource``. One code path serves amortized and global flows.
+where ``log_det`` is log|det dz_new/dz| per example. A family declares the
+shapes of its raw, unconstrained parameters, maps them to the parameters of an
+invertible map (``constrain``) and applies that map (``bijection``); where the raw
+parameters come from (a linear head on the encoder's context, or one learned set
+shared by all data points) is the job of a ``ParameterSource``. One code path
+serves amortized and global flows.
+
+``forward_repeated(z, context, repeats)`` is the same map for ``repeats`` posterior
+samples per data point (z is (S*B, D), sample-major, context (B, H)): importance
+sampling draws thousands per image, and a flow whose parameters depend on the
+context alone computes them once per image there instead of once per sample.
 """
 
 from __future__ import annotations
@@ -43,6 +49,34 @@ class Flow(nn.Module):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """zK -> z0 and log|det dz0/dzK|; families without a closed form raise."""
         raise InverseNotAvailable(f"{type(self).__name__} has no closed-form inverse")
+
+    def forward_repeated(self, z: Tensor, context: Tensor | None,
+                         repeats: int) -> tuple[Tensor, Tensor]:
+        """``forward`` for z (S*B, D) holding ``repeats`` = S samples per context row:
+        row s*B + b belongs to context row b. Here the context is simply repeated;
+        flows that can share work across a data point's samples override this."""
+        if repeats == 1 or context is None:
+            return self(z, context)
+        rows_per_sample(z, context, repeats)
+        return self(z, context.repeat(repeats, 1))
+
+
+def rows_per_sample(z: Tensor, context: Tensor | None, repeats: int) -> int:
+    """B for z of S*B rows; checks that S*B matches the context's B rows."""
+    if repeats < 1 or z.shape[0] % repeats:
+        raise ValueError(f"z has {z.shape[0]} rows, not a multiple of repeats={repeats}")
+    rows = z.shape[0] // repeats
+    if context is not None and context.shape[0] != rows:
+        raise ValueError(f"z has {z.shape[0]} rows = {repeats} samples x {rows}, but the "
+                         f"context has {context.shape[0]} rows")
+    return rows
+
+
+def repeat_rows(t: Tensor | None, repeats: int) -> Tensor | None:
+    """(B, ...) -> (S*B, ...), sample-major like z; None (a parameter a family lacks) stays."""
+    if t is None or repeats == 1:
+        return t
+    return t.repeat(repeats, *(1,) * (t.dim() - 1))
 
 
 class ParameterSource(nn.Module):
@@ -97,11 +131,14 @@ class GlobalParameters(ParameterSource):
 
 
 class ParametrizedFlow(Flow):
-    """A flow whose bijection takes raw parameters from a ParameterSource.
+    """A flow whose bijection takes its parameters from a ParameterSource.
 
-    Subclasses implement ``param_shapes(dim)`` and ``transform(z, **raw)``;
-    the constraint that makes the map invertible is applied inside ``transform``
-    so that any raw values, whatever produced them, give a valid flow.
+    Subclasses implement ``param_shapes(dim)`` (or pass ``shapes``),
+    ``constrain(**raw)`` (optional: raw values -> the parameters of an invertible
+    map; everything that depends on the parameters alone belongs here, so it is
+    computed once per data point, not per posterior sample) and
+    ``bijection(z, **params)``. Any raw values, whatever produced them, give a
+    valid flow; ``transform(z, **raw)`` runs both stages.
     """
 
     def __init__(
@@ -129,15 +166,31 @@ class ParametrizedFlow(Flow):
     def param_shapes(dim: int) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
-    def transform(self, z: Tensor, **raw: Tensor) -> tuple[Tensor, Tensor]:
+    def constrain(self, **raw: Tensor) -> dict[str, Tensor | None]:
+        """Raw per-example parameters -> those ``bijection`` takes (default: as they are)."""
+        return raw
+
+    def bijection(self, z: Tensor, **params: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def raw_parameters(self, z: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
-        return self.params(context, z.shape[0])
+    def transform(self, z: Tensor, **raw: Tensor) -> tuple[Tensor, Tensor]:
+        """The map and log-det for raw parameter values (B, *shape)."""
+        return self.bijection(z, **self.constrain(**raw))
+
+    def constrained_parameters(self, context: Tensor | None, rows: int) -> dict[str, Tensor]:
+        return self.constrain(**self.params(context, rows))
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.check_z(z)
-        return self.transform(z, **self.raw_parameters(z, context))
+        return self.bijection(z, **self.constrained_parameters(context, z.shape[0]))
+
+    def forward_repeated(self, z: Tensor, context: Tensor | None,
+                         repeats: int) -> tuple[Tensor, Tensor]:
+        if repeats == 1:
+            return self(z, context)
+        self.check_z(z)
+        params = self.constrained_parameters(context, rows_per_sample(z, context, repeats))
+        return self.bijection(z, **{k: repeat_rows(v, repeats) for k, v in params.items()})
 
 
 class NetworkFlow(Flow):
@@ -187,9 +240,13 @@ class FlowSequence(Flow):
         return len(self.layers)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.forward_repeated(z, context, 1)
+
+    def forward_repeated(self, z: Tensor, context: Tensor | None,
+                         repeats: int) -> tuple[Tensor, Tensor]:
         sum_log_det = z.new_zeros(z.shape[0])
         for layer in self.layers:
-            z, log_det = layer(z, context)
+            z, log_det = layer.forward_repeated(z, context, repeats)
             sum_log_det = sum_log_det + log_det
         return z, sum_log_det
 

@@ -53,10 +53,13 @@ class HouseholderFlow(ParametrizedFlow):
         super().__init__(dim, context_dim, amortized, shapes={"v": (num_reflections, dim)})
         self.num_reflections = num_reflections
 
-    def transform(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return reflect_all(z, unit_vectors(v)), z.new_zeros(z.shape[0])
+    def constrain(self, v: Tensor) -> dict[str, Tensor]:
+        return {"unit_v": unit_vectors(v)}
+
+    def bijection(self, z: Tensor, unit_v: Tensor) -> tuple[Tensor, Tensor]:
+        return reflect_all(z, unit_v), z.new_zeros(z.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.check_z(z)
-        v = self.raw_parameters(z, context)["v"]
-        return reflect_all(z, unit_vectors(v), reverse=True), z.new_zeros(z.shape[0])
+        unit_v = self.constrained_parameters(context, z.shape[0])["unit_v"]
+        return reflect_all(z, unit_v, reverse=True), z.new_zeros(z.shape[0])

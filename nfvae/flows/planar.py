@@ -48,18 +48,25 @@ class PlanarFlow(ParametrizedFlow):
     def param_shapes(dim: int) -> dict[str, tuple[int, ...]]:
         return {"u": (dim,), "w": (dim,), "b": (1,)}
 
-    def transform(self, z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    def constrain(self, u: Tensor, w: Tensor, b: Tensor) -> dict[str, Tensor]:
         wu, softplus_wu, w_norm_sq, w_norm_sq_clamped = _constraint_parts(u, w)
-        u_hat = _u_hat(u, w, wu, softplus_wu, w_norm_sq_clamped)
-        h = torch.tanh((w * z).sum(-1, keepdim=True) + b)
-        z_new = z + u_hat * h
         # 1 + u_hat.psi = 1 + (1 - h^2) w.u_hat = h^2 + (1 - h^2)(1 + w.u_hat), and
         # 1 + w.u_hat = scale * softplus(w.u) + (1 - scale)(1 + w.u), with
         # scale = ||w||^2 / max(||w||^2, clamp) (1 unless w is ~0). Written this
         # way no term cancels: for w.u << 0, -1 + softplus(w.u) rounds to -1 and
         # log1p(u_hat.psi) would return -inf where the true log-det is finite.
         scale = w_norm_sq / w_norm_sq_clamped
-        one_plus_w_u_hat = scale * softplus_wu + (1.0 - scale) * (1.0 + wu)
+        return {
+            "u_hat": _u_hat(u, w, wu, softplus_wu, w_norm_sq_clamped),
+            "w": w,
+            "b": b,
+            "one_plus_w_u_hat": scale * softplus_wu + (1.0 - scale) * (1.0 + wu),
+        }
+
+    def bijection(self, z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor,
+                  one_plus_w_u_hat: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.tanh((w * z).sum(-1, keepdim=True) + b)
+        z_new = z + u_hat * h
         h_sq = h.pow(2)
         log_det = torch.log(h_sq + (1.0 - h_sq) * one_plus_w_u_hat)
         return z_new, log_det.squeeze(-1)

@@ -28,11 +28,12 @@ class RadialFlow(ParametrizedFlow):
     def param_shapes(dim: int) -> dict[str, tuple[int, ...]]:
         return {"z_ref": (dim,), "alpha_raw": (1,), "beta_raw": (1,)}
 
-    def transform(
-        self, z: Tensor, z_ref: Tensor, alpha_raw: Tensor, beta_raw: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def constrain(self, z_ref: Tensor, alpha_raw: Tensor, beta_raw: Tensor) -> dict[str, Tensor]:
         alpha = F.softplus(alpha_raw)
-        beta = -alpha + F.softplus(beta_raw)
+        return {"z_ref": z_ref, "alpha": alpha, "beta": -alpha + F.softplus(beta_raw)}
+
+    def bijection(self, z: Tensor, z_ref: Tensor, alpha: Tensor,
+                  beta: Tensor) -> tuple[Tensor, Tensor]:
         diff = z - z_ref
         r = diff.norm(dim=-1, keepdim=True)
         h = 1.0 / (alpha + r)

@@ -33,20 +33,27 @@ from torch import Tensor
 from nfvae.flows.base import ParametrizedFlow
 
 
-def sylvester_log_det_factors(pre: Tensor, r_diag: Tensor) -> Tensor:
-    """log(1 + h'(pre) r_ii r~_ii) per unit, (B, M), written without cancellation.
-
-    ``r_diag`` (B, 2, M) holds the raw (pre-tanh) diagonals of R and R~.
-    """
+def one_plus_diagonal_product(r_diag: Tensor) -> Tensor:
+    """1 + r_ii r~_ii, (B, M), from the raw (pre-tanh) diagonals ``r_diag`` (B, 2, M),
+    written so that it does not round to 0 when both tanh saturate."""
     raw_r, raw_rt = r_diag[:, 0], r_diag[:, 1]
     prod = torch.tanh(raw_r) * torch.tanh(raw_rt)
     # 1 - |tanh x| = 2 sigmoid(-2|x|): exact where tanh has rounded to +-1.
     gap_r = 2.0 * torch.sigmoid(-2.0 * raw_r.abs())
     gap_rt = 2.0 * torch.sigmoid(-2.0 * raw_rt.abs())
-    one_plus_prod = torch.where(prod >= 0, 1.0 + prod, gap_r + (1.0 - gap_r) * gap_rt)
+    return torch.where(prod >= 0, 1.0 + prod, gap_r + (1.0 - gap_r) * gap_rt)
+
+
+def log_det_factors(pre: Tensor, one_plus_prod: Tensor) -> Tensor:
+    """log(1 + h'(pre) r_ii r~_ii) per unit, (B, M), as h^2 + h' (1 + r_ii r~_ii)."""
     h = torch.tanh(pre)
     dh = 4.0 * torch.sigmoid(2.0 * pre) * torch.sigmoid(-2.0 * pre)  # 1 - tanh^2
     return torch.log(h * h + dh * one_plus_prod)
+
+
+def sylvester_log_det_factors(pre: Tensor, r_diag: Tensor) -> Tensor:
+    """log(1 + h'(pre) r_ii r~_ii) per unit, (B, M), from the raw diagonals (B, 2, M)."""
+    return log_det_factors(pre, one_plus_diagonal_product(r_diag))
 
 
 class SylvesterFlow(ParametrizedFlow):
@@ -81,17 +88,26 @@ class SylvesterFlow(ParametrizedFlow):
         """Q y: (B, M) -> (B, D)."""
         raise NotImplementedError
 
-    def transform(self, z: Tensor, r: Tensor, r_diag: Tensor, b: Tensor,
-                  r_tilde: Tensor | None = None, **q_raw: Tensor) -> tuple[Tensor, Tensor]:
-        q = self.build_q(**q_raw)
+    def constrain(self, r: Tensor, r_diag: Tensor, b: Tensor, r_tilde: Tensor | None = None,
+                  **q_raw: Tensor) -> dict[str, Tensor | None]:
         mask = self._strict_upper.to(r.dtype)
-        r_upper = r * mask                       # strict upper part of R
-        # strict upper part of R~: the lower part of the shared matrix, transposed
-        rt_upper = (r.transpose(1, 2) if r_tilde is None else r_tilde) * mask
         diag = torch.tanh(r_diag)
+        return {
+            "q": self.build_q(**q_raw),
+            "r_upper": r * mask,  # strict upper part of R
+            # strict upper part of R~: the lower part of the shared matrix, transposed
+            "rt_upper": (r.transpose(1, 2) if r_tilde is None else r_tilde) * mask,
+            "r_diag": diag[:, 0],
+            "rt_diag": diag[:, 1],
+            "b": b,
+            "one_plus_prod": one_plus_diagonal_product(r_diag),
+        }
+
+    def bijection(self, z: Tensor, q, r_upper: Tensor, rt_upper: Tensor, r_diag: Tensor,
+                  rt_diag: Tensor, b: Tensor, one_plus_prod: Tensor) -> tuple[Tensor, Tensor]:
         qz = self.apply_qt(q, z)
-        pre = torch.matmul(rt_upper, qz.unsqueeze(-1)).squeeze(-1) + diag[:, 1] * qz + b
+        pre = torch.matmul(rt_upper, qz.unsqueeze(-1)).squeeze(-1) + rt_diag * qz + b
         h = torch.tanh(pre)
-        rh = torch.matmul(r_upper, h.unsqueeze(-1)).squeeze(-1) + diag[:, 0] * h
+        rh = torch.matmul(r_upper, h.unsqueeze(-1)).squeeze(-1) + r_diag * h
         z_new = z + self.apply_q(q, rh)
-        return z_new, sylvester_log_det_factors(pre, r_diag).sum(-1)
+        return z_new, log_det_factors(pre, one_plus_prod).sum(-1)
