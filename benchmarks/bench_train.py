@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     timed,
 )
 
+from nfvae.data.base import sample_binary  # noqa: E402
 from nfvae.likelihoods import softplus  # noqa: E402
 from nfvae.model import standard_normal_log_prob  # noqa: E402
 from nfvae.objectives import importance_log_likelihood, negative_elbo  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> None:
         def run():
             order = torch.randperm(n_train)
             for start in range(0, n_train, 100):
-                x = torch.bernoulli(x_train[order[start:start + 100]])
+                x = sample_binary(x_train[order[start:start + 100]])
                 loss = negative_elbo(plain_model(x), 1.0).loss
                 plain_optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -56,7 +56,8 @@ def compose(overrides: list[str], config_name: str = "train"):
         return hydra_compose(config_name, overrides=overrides)
 
 
-def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+def interleaved(contenders: dict[str, Callable[[], float]], rounds: int,
+                quiet: bool = False) -> dict[str, list[float]]:
     """Run each contender once per round, alternating the order; each returns seconds."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
@@ -65,7 +66,8 @@ def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict
         for name in order:
             seconds = contenders[name]()
             times[name].append(seconds)
-            print(f"  round {r + 1}: {name:<10s} {seconds:7.2f} s", flush=True)
+            if not quiet:
+                print(f"  round {r + 1}: {name:<10s} {seconds:7.2f} s", flush=True)
     return times
 
 
