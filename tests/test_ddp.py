@@ -178,3 +178,36 @@ def test_two_process_ddp_matches_a_single_process(tmp_path, compose_cfg):
     assert abs(ddp_nll - nll) <= 1e-6 * abs(nll), (ddp_nll, nll)
     print(f"DDP vs single process: val/neg_elbo {ddp_val:.7f} vs {val:.7f}, "
           f"test/nll {ddp_nll:.7f} vs {nll:.7f}")
+
+
+def _actnorm_rank(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from nfvae.flows import ActNorm
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        torch.manual_seed(rank)  # different data on each rank
+        z = torch.randn(5 + 3 * rank, 4) * (rank + 1) + rank
+        flow = ActNorm(4)
+        flow(z)
+        torch.save({"z": z, "log_scale": flow.log_scale.detach(),
+                    "shift": flow.shift.detach()}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_actnorm_initialises_from_all_ranks_batches_under_ddp(tmp_path):
+    """DDP broadcasts parameters only when it wraps the model: ActNorm's data-dependent
+    initialisation must give every rank the same parameters, those of the union."""
+    world = 2
+    torch.multiprocessing.spawn(_actnorm_rank, args=(world, str(tmp_path / "init"),
+                                                     str(tmp_path / "out")), nprocs=world)
+    saved = [torch.load(tmp_path / f"out.{r}") for r in range(world)]
+    union = torch.cat([s["z"] for s in saved])
+    std = union.std(0, unbiased=False)
+    for s in saved:
+        torch.testing.assert_close(s["log_scale"], -std.log())
+        torch.testing.assert_close(s["shift"], -union.mean(0) / std)
+    assert not torch.allclose(saved[0]["z"].mean(0), union.mean(0))  # ranks' data differ

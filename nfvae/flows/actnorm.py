@@ -7,15 +7,39 @@ first forward call, log_scale and shift are set so that the output of that batch
 has zero mean and unit variance per coordinate (on a first inverse call, so that
 the inverse's output has); coordinates with no spread keep scale 1. The
 ``initialized`` flag is a buffer, saved in checkpoints, so a loaded model does
-not re-initialise. Inverse in closed form. Cost O(D).
+not re-initialise. Under DDP the statistics are those of all ranks' first batches
+together (an all-reduce of count, sum and sum of squares): DDP broadcasts
+parameters only when it wraps the model, so ranks initialising from their own
+batches would train different models from then on. Inverse in closed form. Cost O(D).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
+from nfvae.distributed import rank_and_world
 from nfvae.flows.base import Flow
+
+
+def batch_moments(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-coordinate mean and (biased) standard deviation of z (B, D), over every
+    rank's batch when a process group is running (all ranks must call it together);
+    a single example gives standard deviation 1."""
+    if rank_and_world()[1] == 1:
+        mean = z.mean(0)
+        return mean, z.std(0, unbiased=False) if z.shape[0] > 1 else torch.ones_like(mean)
+    # float64 sums, so that E[z^2] - E[z]^2 keeps float32 precision after the reduction.
+    zd = z.double()
+    stats = torch.cat([zd.new_tensor([z.shape[0]]), zd.sum(0), zd.pow(2).sum(0)])
+    dist.all_reduce(stats)
+    count, total, total_sq = stats[0], stats[1:1 + z.shape[1]], stats[1 + z.shape[1]:]
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp_min(0.0).sqrt()
+    if count < 2:
+        std = torch.ones_like(std)
+    return mean.to(z.dtype), std.to(z.dtype)
 
 
 class ActNorm(Flow):
@@ -30,8 +54,7 @@ class ActNorm(Flow):
 
     @torch.no_grad()
     def _initialize(self, z: Tensor, inverse: bool) -> None:
-        mean = z.mean(0)
-        std = z.std(0, unbiased=False) if z.shape[0] > 1 else torch.ones_like(mean)
+        mean, std = batch_moments(z)
         # A coordinate without spread (or a batch of one) keeps scale 1.
         std = torch.where(std > 1e-6, std, torch.ones_like(std))
         if inverse:  # z = (z' - shift) e^{-log_scale} should come out standardised
