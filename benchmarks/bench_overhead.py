@@ -20,16 +20,23 @@ import argparse
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PLANAR_MNIST_OVERRIDES, compose, interleaved, pin_threads, run_dirs  # noqa: E402
+from common import (  # noqa: E402
+    PLANAR_MNIST_OVERRIDES,
+    TrainingEpochTimer,
+    compose,
+    interleaved,
+    pin_threads,
+    plain_training_steps,
+    run_dirs,
+    timed,
+)
 
-from nfvae.data.base import sample_binary  # noqa: E402
 from nfvae.module import FlowVAEModule  # noqa: E402
 from nfvae.objectives import negative_elbo  # noqa: E402
 from nfvae.training import build_datamodule, build_module, instantiate  # noqa: E402
@@ -67,53 +74,39 @@ def main() -> None:
 
     modules = {"framework": copy(FlowVAEModule), "bare step": copy(BareStep),
                "barebones": copy(BareStep)}
-    per_step: dict[str, list[float]] = {}
-
-    class EpochTimer(pl.Callback):
-        def __init__(self, name):
-            self.name = name
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            per_step.setdefault(self.name, []).append(
-                (time.perf_counter() - self.start) / args.steps)
+    # Seconds per training epoch of args.steps steps, per path.
+    epochs: dict[str, list[float]] = {name: [] for name in ("plain", *modules)}
 
     def fit(name):
         def run() -> float:
+            timer = TrainingEpochTimer(epochs[name])
             if name == "barebones":
                 trainer = pl.Trainer(barebones=True, accelerator="cpu", devices=1, max_epochs=1,
                                      limit_train_batches=args.steps, limit_val_batches=0,
-                                     callbacks=[EpochTimer(name)])
+                                     callbacks=[timer])
             else:
                 trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
-                                      callbacks=[EpochTimer(name)])
+                                      callbacks=[timer])
             trainer.fit(modules[name], datamodule=datamodule)
-            return per_step[name][-1] * args.steps
+            return epochs[name][-1]
         return run
 
     plain_model = copy(FlowVAEModule).model
     optimizer = torch.optim.Adam(plain_model.parameters(), lr=1e-3)
 
     def plain() -> float:
-        start = time.perf_counter()
-        order = torch.randperm(len(x_train))
-        for i in range(args.steps):
-            x = sample_binary(x_train[order[i * 100:(i + 1) * 100]])
-            loss = negative_elbo(plain_model(x), 1.0).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        seconds = time.perf_counter() - start
-        per_step.setdefault("plain", []).append(seconds / args.steps)
+        seconds = timed(lambda: plain_training_steps(plain_model, optimizer, x_train,
+                                                     args.steps))
+        epochs["plain"].append(seconds)
         return seconds
 
     contenders = {"plain": plain, **{name: fit(name) for name in modules}}
     for run in contenders.values():  # warm-up: first-call costs, allocator
         run()
-    per_step.clear()
+    for seconds in epochs.values():
+        seconds.clear()
     interleaved(contenders, args.rounds, quiet=True)
+    per_step = {name: [t / args.steps for t in seconds] for name, seconds in epochs.items()}
     base = statistics.median(per_step["plain"])
     print(f"{args.steps} steps per fit, median of {args.rounds} interleaved rounds")
     print(f"{'path':<11s} {'ms/step':>8s} {'plain/path':>11s} {'overhead ms':>12s}")

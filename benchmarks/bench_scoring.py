@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PLANAR_MNIST_OVERRIDES, compose, interleaved, pin_threads, timed  # noqa: E402
+from study_mnist import FLOW_SETTINGS  # noqa: E402
 
 from nfvae.flows import FlowSequence  # noqa: E402
 from nfvae.objectives import importance_log_likelihood  # noqa: E402
@@ -35,9 +36,8 @@ FLOWS = ["planar", "radial", "householder", "sylvester_orthogonal", "sylvester_h
 def study_model(flow: str):
     overrides = [o for o in PLANAR_MNIST_OVERRIDES if not o.startswith(("flow", "model."))]
     overrides += [f"flow={flow}", "flow.num_layers=4", "model.latent_dim=32",
-                  "model.encoder.hidden_dims=[128,128]", "model.decoder.hidden_dims=[128,128]"]
-    if flow == "sylvester_orthogonal":
-        overrides.append("flow.family.num_ortho_vecs=8")
+                  "model.encoder.hidden_dims=[128,128]", "model.decoder.hidden_dims=[128,128]",
+                  *FLOW_SETTINGS.get(flow, [])]
     return build_module(compose(overrides), (1, 28, 28)).model.eval()
 
 

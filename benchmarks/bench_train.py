@@ -20,26 +20,25 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     PLANAR_MNIST_OVERRIDES,
+    TrainingEpochTimer,
     compose,
     interleaved,
     pin_threads,
+    plain_training_steps,
     run_dirs,
     timed,
 )
 
-from nfvae.data.base import sample_binary  # noqa: E402
 from nfvae.likelihoods import softplus  # noqa: E402
 from nfvae.model import standard_normal_log_prob  # noqa: E402
-from nfvae.objectives import importance_log_likelihood, negative_elbo  # noqa: E402
+from nfvae.objectives import importance_log_likelihood  # noqa: E402
 from nfvae.training import build_datamodule, build_module, instantiate  # noqa: E402
 
 OVERRIDES = [*PLANAR_MNIST_OVERRIDES, "trainer.max_epochs=1"]
@@ -69,30 +68,14 @@ def main() -> None:
 
     in_fit: list[float] = []
 
-    class EpochTimer(pl.Callback):
-        """The training epoch alone, without the Trainer's start-up and tear-down."""
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            in_fit.append(time.perf_counter() - self.start)
-
     def framework_epoch() -> float:
         logger = instantiate(cfg.logger)
-        trainer = instantiate(cfg.trainer, logger=logger, callbacks=[EpochTimer()])
+        trainer = instantiate(cfg.trainer, logger=logger,
+                              callbacks=[TrainingEpochTimer(in_fit)])
         return timed(lambda: trainer.fit(framework, datamodule=datamodule))
 
     def plain_epoch() -> float:
-        def run():
-            order = torch.randperm(n_train)
-            for start in range(0, n_train, 100):
-                x = sample_binary(x_train[order[start:start + 100]])
-                loss = negative_elbo(plain_model(x), 1.0).loss
-                plain_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                plain_optimizer.step()
-        return timed(run)
+        return timed(lambda: plain_training_steps(plain_model, plain_optimizer, x_train))
 
     print(f"training: {n_train} images/epoch, {args.rounds} epochs each, interleaved")
     times = interleaved({"framework": framework_epoch, "plain": plain_epoch}, args.rounds)

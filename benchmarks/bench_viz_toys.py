@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import compose  # benchmarks/common.py, beside this script
 
 from nfvae.training import train
@@ -57,9 +56,9 @@ def main() -> None:
         rows.append((name, " ".join(RUNS[name][:2]), metrics["test/kl"], seconds))
         print(f"{name}: test KL {metrics['test/kl']:.4f} nats ({seconds:.0f} s)", flush=True)
         if args.figures is not None:
-            visualize(compose_cfg("visualize", [
-                f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
-                f"out={args.figures / name}", f"paths.output_dir={out / 'viz'}"]))
+            visualize(compose([f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+                               f"out={args.figures / name}",
+                               f"paths.output_dir={out / 'viz'}"], config_name="visualize"))
     print(f"\n{'target':16s} {'flow':30s} {'test KL [nats]':>15s} {'wall':>7s}")
     for name, flow, kl, seconds in rows:
         print(f"{name:16s} {flow:30s} {kl:15.4f} {seconds:6.0f}s")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,3 +76,35 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+class TrainingEpochTimer(pl.Callback):
+    """Appends each training epoch's seconds, without the Trainer's start-up and
+    tear-down, to ``seconds``."""
+
+    def __init__(self, seconds: list[float]):
+        self.seconds = seconds
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def plain_training_steps(model, optimizer, x_train: torch.Tensor, num_steps: int | None = None,
+                         batch_size: int = 100) -> None:
+    """The leanest plain loop of the benchmark model: a fresh permutation, index batches
+    of the preloaded images, dynamic binarization, the negative ELBO, an optimizer step;
+    ``num_steps`` batches (default: one epoch)."""
+    from nfvae.data.base import sample_binary
+    from nfvae.objectives import negative_elbo
+
+    order = torch.randperm(len(x_train))
+    starts = range(0, len(x_train), batch_size)
+    for start in starts if num_steps is None else starts[:num_steps]:
+        x = sample_binary(x_train[order[start:start + batch_size]])
+        loss = negative_elbo(model(x), 1.0).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()

@@ -23,24 +23,6 @@ from nfvae.flows.base import ParametrizedFlow
 _MIN_SQUARED_NORM = 1e-12
 
 
-def _constraint_parts(u: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """w.u, softplus(w.u), ||w||^2 and max(||w||^2, clamp)."""
-    wu = (w * u).sum(-1, keepdim=True)
-    w_norm_sq = (w * w).sum(-1, keepdim=True)
-    return wu, F.softplus(wu), w_norm_sq, w_norm_sq.clamp_min(_MIN_SQUARED_NORM)
-
-
-def _u_hat(u: Tensor, w: Tensor, wu: Tensor, softplus_wu: Tensor,
-           w_norm_sq_clamped: Tensor) -> Tensor:
-    return u + (-1.0 + softplus_wu - wu) * w / w_norm_sq_clamped
-
-
-def constrain_u(u: Tensor, w: Tensor) -> Tensor:
-    """u_hat such that w.u_hat = -1 + softplus(w.u) > -1 (for ||w||^2 above the clamp)."""
-    wu, softplus_wu, _, w_norm_sq_clamped = _constraint_parts(u, w)
-    return _u_hat(u, w, wu, softplus_wu, w_norm_sq_clamped)
-
-
 class PlanarFlow(ParametrizedFlow):
     """z + u_hat tanh(w.z + b); see the module docstring for the constraint."""
 
@@ -49,7 +31,11 @@ class PlanarFlow(ParametrizedFlow):
         return {"u": (dim,), "w": (dim,), "b": (1,)}
 
     def constrain(self, u: Tensor, w: Tensor, b: Tensor) -> dict[str, Tensor]:
-        wu, softplus_wu, w_norm_sq, w_norm_sq_clamped = _constraint_parts(u, w)
+        """u_hat with w.u_hat = -1 + softplus(w.u) > -1 (for ||w||^2 above the clamp)."""
+        wu = (w * u).sum(-1, keepdim=True)
+        softplus_wu = F.softplus(wu)
+        w_norm_sq = (w * w).sum(-1, keepdim=True)
+        w_norm_sq_clamped = w_norm_sq.clamp_min(_MIN_SQUARED_NORM)
         # 1 + u_hat.psi = 1 + (1 - h^2) w.u_hat = h^2 + (1 - h^2)(1 + w.u_hat), and
         # 1 + w.u_hat = scale * softplus(w.u) + (1 - scale)(1 + w.u), with
         # scale = ||w||^2 / max(||w||^2, clamp) (1 unless w is ~0). Written this
@@ -57,7 +43,7 @@ class PlanarFlow(ParametrizedFlow):
         # log1p(u_hat.psi) would return -inf where the true log-det is finite.
         scale = w_norm_sq / w_norm_sq_clamped
         return {
-            "u_hat": _u_hat(u, w, wu, softplus_wu, w_norm_sq_clamped),
+            "u_hat": u + (-1.0 + softplus_wu - wu) * w / w_norm_sq_clamped,
             "w": w,
             "b": b,
             "one_plus_w_u_hat": scale * softplus_wu + (1.0 - scale) * (1.0 + wu),

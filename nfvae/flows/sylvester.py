@@ -51,11 +51,6 @@ def log_det_factors(pre: Tensor, one_plus_prod: Tensor) -> Tensor:
     return torch.log(h * h + dh * one_plus_prod)
 
 
-def sylvester_log_det_factors(pre: Tensor, r_diag: Tensor) -> Tensor:
-    """log(1 + h'(pre) r_ii r~_ii) per unit, (B, M), from the raw diagonals (B, 2, M)."""
-    return log_det_factors(pre, one_plus_diagonal_product(r_diag))
-
-
 class SylvesterFlow(ParametrizedFlow):
     """z + Q R tanh(R~ Q^T z + b); subclasses choose how Q is built."""
 

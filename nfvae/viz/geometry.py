@@ -17,11 +17,9 @@ from typing import Protocol
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from nfvae.flows import FLOW_FAMILIES, Flow, ParametrizedFlow, PlanarFlow, RadialFlow
-from nfvae.flows.planar import constrain_u
 from nfvae.viz.probes import Window, flow_dtype_device, push_through_layers
 
 PANEL_INCHES = 2.2
@@ -92,29 +90,29 @@ def layer_geometry(layer: Flow) -> LayerGeometry | None:
     return None
 
 
-def _global_raw(layer: ParametrizedFlow) -> dict[str, Tensor] | None:
+def _global_parameters(layer: ParametrizedFlow) -> dict[str, Tensor] | None:
+    """The layer's own constrained parameters (its ``constrain``), for a global layer."""
     if layer.amortized:
         return None  # per-data-point parameters: no single geometry to draw
-    return {k: v[0].detach().double().cpu() for k, v in layer.params(None, 1).items()}
+    return {k: v[0].detach().double().cpu()
+            for k, v in layer.constrained_parameters(None, 1).items()}
 
 
 @layer_geometry.register
 def _(layer: PlanarFlow):
-    raw = _global_raw(layer)
-    if raw is None:
+    params = _global_parameters(layer)
+    if params is None:
         return None
-    u_hat = constrain_u(raw["u"][None], raw["w"][None])[0]
-    return Hyperplane(w=raw["w"], b=float(raw["b"]), u_hat=u_hat)
+    return Hyperplane(w=params["w"], b=float(params["b"]), u_hat=params["u_hat"])
 
 
 @layer_geometry.register
 def _(layer: RadialFlow):
-    raw = _global_raw(layer)
-    if raw is None:
+    params = _global_parameters(layer)
+    if params is None:
         return None
-    alpha = F.softplus(raw["alpha_raw"])
-    beta = -alpha + F.softplus(raw["beta_raw"])
-    return Centre(z_ref=raw["z_ref"], alpha=float(alpha), beta=float(beta))
+    return Centre(z_ref=params["z_ref"], alpha=float(params["alpha"]),
+                  beta=float(params["beta"]))
 
 
 def family_name(layer: Flow) -> str:
