@@ -25,6 +25,7 @@ from nfvae.flows import (
     OrthogonalSylvesterFlow,
     SplineCouplingFlow,
     TriangularSylvesterFlow,
+    initialize_by_inverse,
     stack,
 )
 from nfvae.flows.rational_quadratic import rational_quadratic_spline
@@ -286,9 +287,15 @@ def test_actnorm_standardises_its_first_batch_then_keeps_its_parameters():
 
 def test_actnorm_initialised_by_an_inverse_standardises_the_inverse_output():
     x = 5.0 - 0.5 * torch.randn(400, 3, dtype=F64)
-    z, _ = ActNorm(3).double().inverse(x)
+    norm = ActNorm(3).double()
+    norm.inverse(x)  # outside initialize_by_inverse: no side effect
+    assert not norm.initialized
+    with initialize_by_inverse(norm):
+        z, _ = norm.inverse(x)
     torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=F64))
     torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(3, dtype=F64))
+    again, _ = norm.inverse(x + 1.0)  # initialised once, then a fixed map
+    torch.testing.assert_close(again, z + (-norm.log_scale).exp())
 
 
 def test_lu_linear_starts_as_a_rotation_and_keeps_positive_orientation():

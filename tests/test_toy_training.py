@@ -18,14 +18,13 @@ from nfvae.flows import FLOW_FAMILIES, stack
 from nfvae.toy.module import CLASS_KEY, MaximumLikelihoodModule, ReverseKLModule
 from nfvae.toy.targets import U1, EightGaussians
 from nfvae.training import train
-from nfvae.viz.probes import has_inverse
 from nfvae.viz.report import visualize
 
 NO_FLOW = {"_target_": "nfvae.flows.stack", "_partial_": True, "name": "none", "family": None,
            "num_layers": 0, "amortized": False}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 INVERTIBLE = [name for name in ("spline", "realnvp", "glow") if name in FLOW_FAMILIES and
-              has_inverse(stack(2, None, partial(FLOW_FAMILIES[name]), 1, amortized=False), 2)]
+              stack(2, None, partial(FLOW_FAMILIES[name]), 1, amortized=False).has_inverse]
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.progress_bar"]
 
 
@@ -77,6 +76,29 @@ def test_reverse_kl_anneals_the_energy_in_training_only():
     with pytest.raises(ValueError, match="beta_start"):
         ReverseKLModule(data_shape=[2], target={"_target_": "nfvae.toy.targets.U1"},
                         flow=NO_FLOW, optimizer=ADAM, beta_start=0.0)
+
+
+def test_max_likelihood_initialises_glow_actnorm_from_its_first_training_batch():
+    """Glow's data-dependent start, in the direction maximum likelihood runs the flow
+    (data -> base): the first training batch comes out of the inverse standardised per
+    coordinate; evaluation before it (the sanity check) leaves the flow untouched."""
+    glow = {**NO_FLOW, "name": "glow", "num_layers": 1,
+            "family": {"_target_": "nfvae.flows.GlowStep", "_partial_": True}}
+    module = MaximumLikelihoodModule(data_shape=[2], flow=glow, optimizer=ADAM,
+                                     target={"_target_": "nfvae.toy.targets.TwoMoons"})
+    norm = module.flow.layers[0].actnorm
+    x = 4.0 + 3.0 * torch.randn(512, 2)
+    module.losses(x)
+    assert not norm.initialized
+    module.on_train_batch_start((x,), 0)
+    assert norm.initialized
+    # The inverse runs coupling and linear map first, so standardised is their output
+    # pushed through ActNorm's inverse.
+    with torch.no_grad():
+        z = module.flow.layers[0].linear.inverse(module.flow.layers[0].coupling.inverse(x)[0])[0]
+        z0, _ = norm.inverse(z)
+    torch.testing.assert_close(z0.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z0.std(0, unbiased=False), torch.ones(2), atol=1e-5, rtol=0)
 
 
 def test_max_likelihood_nll_and_kl_against_torch_distributions():

@@ -5,7 +5,7 @@ family added here is put under every log-det, gradient and inverse test.
 Every family is built as ``Family(dim, context_dim=None, amortized=True, **options)``.
 """
 
-from nfvae.flows.actnorm import ActNorm
+from nfvae.flows.actnorm import ActNorm, initialize_by_inverse, uninitialized_actnorms
 from nfvae.flows.base import (
     AmortizedParameters,
     Flow,
@@ -65,6 +65,8 @@ __all__ = [
     "SplineCouplingFlow",
     "TriangularSylvesterFlow",
     "build_layers",
+    "initialize_by_inverse",
     "mixed",
     "stack",
+    "uninitialized_actnorms",
 ]

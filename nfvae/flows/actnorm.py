@@ -4,8 +4,10 @@
 
 per coordinate, shared by all data points. Data-dependent initialisation: on the
 first forward call, log_scale and shift are set so that the output of that batch
-has zero mean and unit variance per coordinate (on a first inverse call, so that
-the inverse's output has); coordinates with no spread keep scale 1. The
+has zero mean and unit variance per coordinate; coordinates with no spread keep
+scale 1. ``inverse`` has no side effects: a density model trained through the
+inverse (data -> noise) initialises explicitly, by running its first inverse pass
+inside ``initialize_by_inverse(flow)``, which standardises the inverse's output. The
 ``initialized`` flag is a buffer, saved in checkpoints, so a loaded model does
 not re-initialise. Under DDP the statistics are those of all ranks' first batches
 together (an all-reduce of count, sum and sum of squares): DDP broadcasts
@@ -14,6 +16,9 @@ batches would train different models from then on. Inverse in closed form. Cost 
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -45,12 +50,15 @@ def batch_moments(z: Tensor) -> tuple[Tensor, Tensor]:
 class ActNorm(Flow):
     """Per-coordinate affine map with data-dependent initialisation."""
 
+    has_inverse = True
+
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.shift = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
+        self._initialize_on_inverse = False
 
     @torch.no_grad()
     def _initialize(self, z: Tensor, inverse: bool) -> None:
@@ -74,7 +82,26 @@ class ActNorm(Flow):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self.check_z(z)
-        if not self.initialized:
+        if self._initialize_on_inverse and not self.initialized:
             self._initialize(z, inverse=True)
         z0 = (z - self.shift) * (-self.log_scale).exp()
         return z0, (-self.log_scale.sum()).expand(z.shape[0])
+
+
+def uninitialized_actnorms(flow: nn.Module) -> list[ActNorm]:
+    return [m for m in flow.modules() if isinstance(m, ActNorm) and not m.initialized]
+
+
+@contextmanager
+def initialize_by_inverse(flow: nn.Module) -> Iterator[None]:
+    """Within the block, every uninitialised ActNorm of ``flow`` that an inverse call
+    reaches initialises from that call's batch, so that its output (towards the base)
+    is standardised; outside it, ``inverse`` never changes the flow."""
+    norms = uninitialized_actnorms(flow)
+    for norm in norms:
+        norm._initialize_on_inverse = True
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm._initialize_on_inverse = False

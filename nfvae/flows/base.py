@@ -35,6 +35,10 @@ class Flow(nn.Module):
     """Base class: an invertible map z -> z_new with its log-determinant."""
 
     dim: int
+    #: Whether ``inverse`` is available in closed form. Declared by each family, so code
+    #: that needs an inverse (density evaluation, maximum likelihood, drawing densities
+    #: through the inverse) reads it instead of calling ``inverse`` to find out.
+    has_inverse: bool = False
 
     def check_z(self, z: Tensor) -> None:
         """Fail early, naming the expected shape, for z that is not (B, dim)."""
@@ -238,6 +242,11 @@ class FlowSequence(Flow):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    @property
+    def has_inverse(self) -> bool:  # type: ignore[override]
+        """A composition inverts when every layer does (the empty one, the identity, does)."""
+        return all(layer.has_inverse for layer in self.layers)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.forward_repeated(z, context, 1)

@@ -28,6 +28,8 @@ from nfvae.flows.realnvp import AffineCouplingFlow
 class GlowStep(NetworkFlow):
     """ActNorm, LU linear map, affine coupling; see the module docstring."""
 
+    has_inverse = True
+
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
                  hidden_dims: Sequence[int] = (128, 128), max_log_scale: float = 3.0):
         super().__init__(dim, context_dim, amortized)

@@ -46,6 +46,8 @@ def reflect_all(z: Tensor, unit_v: Tensor, reverse: bool = False) -> Tensor:
 class HouseholderFlow(ParametrizedFlow):
     """z' = H(v_R) ... H(v_1) z, volume preserving; see the module docstring."""
 
+    has_inverse = True
+
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
                  num_reflections: int = 2):
         if num_reflections < 1:

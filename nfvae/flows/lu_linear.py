@@ -22,6 +22,8 @@ from nfvae.flows.base import Flow
 class LULinear(Flow):
     """z' = W z with W = P L (U + diag(sign exp(log_s))); shared by all data points."""
 
+    has_inverse = True
+
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim

@@ -30,6 +30,8 @@ from nfvae.flows.coupling import CouplingSplit
 class AffineCouplingFlow(NetworkFlow):
     """RealNVP affine coupling; see the module docstring."""
 
+    has_inverse = True
+
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
                  hidden_dims: Sequence[int] = (128, 128), max_log_scale: float = 3.0,
                  layer_index: int = 0):

@@ -27,27 +27,23 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from nfvae.config import to_plain
-from nfvae.flows import FLOW_FAMILIES, FlowSequence
+from nfvae.flows import (
+    FLOW_FAMILIES,
+    FlowSequence,
+    initialize_by_inverse,
+    uninitialized_actnorms,
+)
 from nfvae.model import standard_normal_log_prob
 from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
-from nfvae.viz.probes import has_inverse
 
 #: Checkpoints of these modules record their class here, so scripts that only
 #: get a checkpoint path (visualize.py) know what to load it with.
 CLASS_KEY = "nfvae_module_class"
 
 
-def invertible_families(dim: int = 2) -> list[str]:
-    """Registered families whose global layers have a closed-form inverse."""
-    names = []
-    for name, family in sorted(FLOW_FAMILIES.items()):
-        try:
-            layer = family(dim=dim, context_dim=None, amortized=False)
-        except (TypeError, ValueError):  # a family that cannot be global in this dimension
-            continue
-        if has_inverse(layer, dim):
-            names.append(name)
-    return names
+def invertible_families() -> list[str]:
+    """Registered families with a closed-form inverse."""
+    return sorted(name for name, family in FLOW_FAMILIES.items() if family.has_inverse)
 
 
 class ToyDensityModule(pl.LightningModule):
@@ -176,11 +172,18 @@ class MaximumLikelihoodModule(ToyDensityModule):
     target_kind = SampleTarget
 
     def check_flow(self) -> None:
-        if not has_inverse(self.flow, self.dim):
+        if not self.flow.has_inverse:
             raise ValueError(
                 f"maximum-likelihood training needs a flow with a closed-form inverse, and "
                 f"'{self.flow_name}' has none. Families with one: "
-                f"{invertible_families(self.dim) or 'none'} (flow=<name>)")
+                f"{invertible_families() or 'none'} (flow=<name>)")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Data-dependent initialisation (Glow's ActNorm) from the first training batch,
+        # in the direction this objective runs the flow.
+        if uninitialized_actnorms(self.flow):
+            with torch.no_grad(), initialize_by_inverse(self.flow):
+                self.log_prob(batch[0])
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log q(x) = log N(f^{-1}(x)) + log|det d f^{-1}/dx|, shape (B,)."""

@@ -16,14 +16,13 @@ f_k is the composition of the first k layers; q_0 is the base density.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from nfvae.flows import Flow, FlowSequence, InverseNotAvailable
+from nfvae.flows import Flow, FlowSequence
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -126,18 +125,6 @@ def _to_flow(flow: Flow, z: Tensor, context: Tensor | None) -> tuple[Tensor, Ten
     return z, _expand_context(ctx, len(z))
 
 
-def has_inverse(flow: Flow, dim: int, context: Tensor | None = None) -> bool:
-    """Whether every layer of ``flow`` inverts, tried on one point with a copy of the
-    flow (a first call may initialise state, as ActNorm's data-dependent start does)."""
-    z, ctx = _to_flow(flow, torch.zeros(1, dim), None if context is None else context[:1])
-    try:
-        with torch.no_grad():
-            copy.deepcopy(flow).inverse(z, ctx)
-    except InverseNotAvailable:
-        return False
-    return True
-
-
 @torch.no_grad()
 def push_through_layers(flow: Flow, z0: Tensor, context: Tensor | None = None
                         ) -> tuple[list[Tensor], list[Tensor]]:
@@ -221,7 +208,7 @@ def layer_densities(flow: Flow, base_log_prob: LogProb, window: Window, base_win
     """Through the inverse on a grid over ``window`` where every layer has an inverse,
     else pushed forward from a grid over ``base_window``, which should hold nearly
     all of the base distribution's mass."""
-    if has_inverse(flow, 2, context):
+    if flow.has_inverse:
         return layer_densities_inverse(flow, base_log_prob, window, n, layers, context)
     return layer_densities_pushforward(flow, base_log_prob, base_window, n, layers, context)
 
