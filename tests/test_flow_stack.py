@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from functools import partial
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from nfvae.flows import (
+    FLOW_FAMILIES,
     AffineCouplingFlow,
     FlowSequence,
     IAFFlow,
@@ -18,11 +22,21 @@ from nfvae.flows import (
 )
 
 
+@pytest.mark.parametrize("name", sorted(FLOW_FAMILIES))
+def test_families_declare_alternation_exactly_when_they_take_a_layer_index(name):
+    family = FLOW_FAMILIES[name]
+    takes_index = "layer_index" in inspect.signature(family).parameters
+    assert family.alternates == takes_index
+
+
 def test_stack_passes_layer_index_only_to_families_that_take_it():
     seq = stack(dim=4, context_dim=3, family=AffineCouplingFlow, num_layers=3)
     assert [layer.split.swap for layer in seq.layers] == [False, True, False]
     seq = stack(dim=4, context_dim=3, family=TriangularSylvesterFlow, num_layers=2)
     assert [layer.reverse for layer in seq.layers] == [False, True]
+    # As Hydra passes it: a partial of the class, with the family's own options.
+    seq = stack(dim=4, context_dim=3, family=partial(IAFFlow, hidden_dims=[8]), num_layers=2)
+    assert seq.layers[1].order.tolist() == [3, 2, 1, 0]
 
     def custom(dim, context_dim=None, amortized=True):  # a user's family without the option
         return PlanarFlow(dim, context_dim, amortized)

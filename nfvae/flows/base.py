@@ -19,7 +19,6 @@ context alone computes them once per image there instead of once per sample.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -39,6 +38,9 @@ class Flow(nn.Module):
     #: that needs an inverse (density evaluation, maximum likelihood, drawing densities
     #: through the inverse) reads it instead of calling ``inverse`` to find out.
     has_inverse: bool = False
+    #: Whether consecutive layers of the family differ (coupling masks, MADE orderings,
+    #: T-SNF's permutation): such a family takes ``layer_index`` = 0, 1, 2, ... when stacked.
+    alternates: bool = False
 
     def check_z(self, z: Tensor) -> None:
         """Fail early, naming the expected shape, for z that is not (B, dim)."""
@@ -249,40 +251,42 @@ class FlowSequence(Flow):
         return all(layer.has_inverse for layer in self.layers)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.forward_repeated(z, context, 1)
+        return self._cascade(z, context)[:2]
 
     def forward_repeated(self, z: Tensor, context: Tensor | None,
                          repeats: int) -> tuple[Tensor, Tensor]:
-        sum_log_det = z.new_zeros(z.shape[0])
-        for layer in self.layers:
-            z, log_det = layer.forward_repeated(z, context, repeats)
-            sum_log_det = sum_log_det + log_det
-        return z, sum_log_det
+        return self._cascade(z, context, repeats=repeats)[:2]
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        sum_log_det = z.new_zeros(z.shape[0])
-        for layer in reversed(self.layers):
-            z, log_det = layer.inverse(z, context)
-            sum_log_det = sum_log_det + log_det
-        return z, sum_log_det
+        return self._cascade(z, context, inverse=True)[:2]
 
     def trajectory(
         self, z: Tensor, context: Tensor | None = None
     ) -> tuple[list[Tensor], list[Tensor]]:
         """[z0, z1, ..., zK] and the per-layer log-dets [ld_1, ..., ld_K], for plots."""
+        return self._cascade(z, context, keep_trajectory=True)[2:]
+
+    def _cascade(self, z: Tensor, context: Tensor | None, repeats: int = 1,
+                 inverse: bool = False, keep_trajectory: bool = False
+                 ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+        """The one loop over the layers, in either direction: (z, sum_log_det, points, log_dets)."""
+        sum_log_det = z.new_zeros(z.shape[0])
         points, log_dets = [z], []
-        for layer in self.layers:
-            z, log_det = layer(z, context)
-            points.append(z)
-            log_dets.append(log_det)
-        return points, log_dets
+        for layer in (reversed(self.layers) if inverse else self.layers):
+            if inverse:
+                z, log_det = layer.inverse(z, context)
+            else:
+                z, log_det = layer.forward_repeated(z, context, repeats)
+            sum_log_det = sum_log_det + log_det
+            if keep_trajectory:
+                points.append(z)
+                log_dets.append(log_det)
+        return z, sum_log_det, points, log_dets
 
 
-def _takes_layer_index(family: Callable[..., Flow]) -> bool:
-    try:
-        return "layer_index" in inspect.signature(family).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: no such option
-        return False
+def _alternates(family: Callable[..., Flow]) -> bool:
+    # Hydra hands the family over as a functools.partial of the class.
+    return bool(getattr(getattr(family, "func", family), "alternates", False))
 
 
 def build_layers(
@@ -294,11 +298,11 @@ def build_layers(
 ) -> list[Flow]:
     """``num_layers`` layers of one family.
 
-    Families that alternate between layers (coupling masks, MADE orderings,
-    T-SNF's permutation) declare a ``layer_index`` argument and receive
-    0, 1, 2, ...; the rest are built as ``family(dim, context_dim, amortized)``.
+    Families that alternate between layers (``Flow.alternates``: coupling masks, MADE
+    orderings, T-SNF's permutation) receive ``layer_index`` = 0, 1, 2, ...; the rest
+    are built as ``family(dim, context_dim, amortized)``.
     """
-    index = _takes_layer_index(family)
+    index = _alternates(family)
     return [
         family(dim=dim, context_dim=context_dim, amortized=amortized,
                **({"layer_index": k} if index else {}))

@@ -32,6 +32,8 @@ from nfvae.flows.rational_quadratic import rational_quadratic_spline
 class SplineCouplingFlow(NetworkFlow):
     """Rational-quadratic spline coupling; see the module docstring."""
 
+    alternates = True
+
     has_inverse = True
 
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,

@@ -19,6 +19,8 @@ from nfvae.flows.sylvester import SylvesterFlow
 class TriangularSylvesterFlow(SylvesterFlow):
     """Sylvester flow with Q = I or the reversal permutation, alternating by layer."""
 
+    alternates = True
+
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
                  layer_index: int = 0, shared_triangles: bool = True):
         super().__init__(dim, context_dim, amortized, dim, {},
