@@ -33,9 +33,8 @@ from nfvae.flows.made import MADE
 class IAFFlow(NetworkFlow):
     """One gated IAF step; see the module docstring."""
 
-    alternates = True
-
     has_inverse = True
+    alternates = True
 
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
                  hidden_dims: Sequence[int] = (128, 128), forget_bias: float = 2.0,

@@ -30,9 +30,8 @@ from nfvae.flows.coupling import CouplingSplit
 class AffineCouplingFlow(NetworkFlow):
     """RealNVP affine coupling; see the module docstring."""
 
-    alternates = True
-
     has_inverse = True
+    alternates = True
 
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
                  hidden_dims: Sequence[int] = (128, 128), max_log_scale: float = 3.0,

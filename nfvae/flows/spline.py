@@ -32,9 +32,8 @@ from nfvae.flows.rational_quadratic import rational_quadratic_spline
 class SplineCouplingFlow(NetworkFlow):
     """Rational-quadratic spline coupling; see the module docstring."""
 
-    alternates = True
-
     has_inverse = True
+    alternates = True
 
     def __init__(self, dim: int, context_dim: int | None = None, amortized: bool = True,
                  hidden_dims: Sequence[int] = (128, 128), num_bins: int = 8,
