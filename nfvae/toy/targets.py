@@ -47,6 +47,14 @@ class Target:
         """log density (normalised or not, see ``normalized``) of z (B, 2) -> (B,)."""
         raise NotImplementedError
 
+    #: Names of the regions a model must cover (mixture components, rings, lobes);
+    #: empty for targets without distinct modes.
+    mode_names: tuple[str, ...] = ()
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        """The mode each point (B, 2) belongs to, as an index into ``mode_names``: (B,)."""
+        raise NotImplementedError(f"{self.name} declares no modes")
+
     def _check(self, z: Tensor) -> None:
         if z.dim() != 2 or z.shape[1] != self.dim:
             raise ValueError(f"{self.name} expects points of shape (B, 2), got {tuple(z.shape)}")
@@ -121,10 +129,15 @@ class U1(EnergyTarget):
     """The ring with two lobes:
     0.5 ((||z|| - 2) / 0.4)^2 - log(e^{-0.5((z1 - 2)/0.6)^2} + e^{-0.5((z1 + 2)/0.6)^2})."""
 
+    mode_names = ("left lobe", "right lobe")
+
     def energy(self, z: Tensor) -> Tensor:
         z1 = z[:, 0]
         ring = 0.5 * ((z.norm(dim=1) - 2) / 0.4) ** 2
         return ring + _two_wells((z1 - 2) / 0.6, (z1 + 2) / 0.6)
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        return (z[:, 0] > 0).long()
 
 
 class U2(EnergyTarget):
@@ -143,10 +156,17 @@ class U3(EnergyTarget):
 
     has_wall = True
 
+    mode_names = ("upper wave", "lower wave")
+
     def energy(self, z: Tensor) -> Tensor:
         z1, z2 = z[:, 0], z[:, 1]
         w1 = _w1(z1)
         return _two_wells((z2 - w1) / 0.35, (z2 - w1 + _w2(z1)) / 0.35)
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        z1, z2 = z[:, 0], z[:, 1]
+        w1 = _w1(z1)
+        return ((z2 - w1 + _w2(z1)).abs() < (z2 - w1).abs()).long()
 
 
 class U4(EnergyTarget):
@@ -156,10 +176,17 @@ class U4(EnergyTarget):
 
     has_wall = True
 
+    mode_names = ("upper wave", "lower wave")
+
     def energy(self, z: Tensor) -> Tensor:
         z1, z2 = z[:, 0], z[:, 1]
         w1 = _w1(z1)
         return _two_wells((z2 - w1) / 0.4, (z2 - w1 + _w3(z1)) / 0.35)
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        z1, z2 = z[:, 0], z[:, 1]
+        w1 = _w1(z1)
+        return ((z2 - w1 + _w3(z1)).abs() / 0.35 < (z2 - w1).abs() / 0.4).long()
 
 
 # --------------------------------------------------------------------------------------
@@ -241,6 +268,13 @@ class TwoMoons(SampleTarget):
         log_weights = torch.as_tensor(np.log(w / 4)).repeat(2)
         return nodes, log_weights
 
+    mode_names = ("upper moon", "lower moon")
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        nodes, _ = self._nodes
+        nearest = torch.cdist(z.double(), nodes.to(z.device)).argmin(1)
+        return (nearest >= self.quadrature).long()
+
     def log_prob(self, z: Tensor) -> Tensor:
         self._check(z)
         nodes, log_weights = self._nodes
@@ -264,6 +298,11 @@ class Rings(SampleTarget):
             raise ValueError(f"Rings needs positive radii and noise, got {radii}, {noise}")
         self.noise = float(noise)
         self.weights = self.radii / self.radii.sum()
+        self.mode_names = tuple(f"ring r={float(r):g}" for r in self.radii)
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        rho = z.double().norm(dim=1, keepdim=True)
+        return (rho - self.radii.to(rho.device)).abs().argmin(1)
 
     def sample(self, num, generator=None):
         ring = torch.multinomial(self.weights, num, replacement=True, generator=generator)
@@ -296,6 +335,10 @@ class EightGaussians(SampleTarget):
         angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
         self.centres = float(radius) * torch.stack([torch.cos(angles), torch.sin(angles)], -1)
         self.sigma = float(sigma)
+        self.mode_names = tuple(f"Gaussian at {45 * k} degrees" for k in range(8))
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        return torch.cdist(z.double(), self.centres.to(z.device)).argmin(1)
 
     def sample(self, num, generator=None):
         mode = torch.randint(0, 8, (num,), generator=generator)
@@ -322,6 +365,15 @@ class Checkerboard(SampleTarget):
             raise ValueError(f"Checkerboard needs half_width > 0, got {half_width}")
         self.half_width = float(half_width)
         self.side = self.half_width / 2
+        self.mode_names = tuple(f"black square {k}" for k in range(8))
+
+    def mode_of(self, z: Tensor) -> Tensor:
+        """The black square of the point's column nearest to it (the labels ``sample`` gives)."""
+        col = torch.floor(z[:, 0] / self.side).clamp(-2, 1).long()
+        row = torch.floor(z[:, 1] / self.side).clamp(-2, 1).long()
+        # In column col the black rows are those with (col + row) odd.
+        row = torch.where((col + row) % 2 == 1, row, torch.where(row < 1, row + 1, row - 1))
+        return ((col + 2) * 4 + (row + 2)) // 2
 
     def _cells(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return torch.floor(z[:, 0] / self.side), torch.floor(z[:, 1] / self.side)
