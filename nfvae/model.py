@@ -118,6 +118,13 @@ class FlowVAE(nn.Module):
         computed in float32 (or the model's wider dtype).
         """
         mu, log_sigma, context = map(_at_least_float32, self.encode(x))
+        return self.terms_given_posterior(x, mu, log_sigma, context, num_samples, eps)
+
+    def terms_given_posterior(self, x: Tensor, mu: Tensor, log_sigma: Tensor, context: Tensor,
+                              num_samples: int = 1, eps: Tensor | None = None) -> ELBOTerms:
+        """``forward`` from given posterior parameters instead of the encoder's: mu,
+        log_sigma (B, D) of q0 and the flow's context (B, H). Per-example optimisation
+        of q (the amortization gap, ``nfvae.diagnose.gaps``) runs through here."""
         batch, dim = mu.shape
         if eps is None:
             eps = torch.randn(num_samples, batch, dim, dtype=mu.dtype, device=mu.device)

@@ -184,3 +184,28 @@ def test_report_ranks_problems_first_and_thresholds_are_configurable():
         Thresholds.from_config({"stall": 4})
     with pytest.raises(ValueError, match="severity"):
         Finding("c", "bad", "", 0.0, 0.0)
+
+
+# -- inference gaps (opt-in) ------------------------------------------------------------------
+
+def test_gaps_order_the_bounds_and_a_spoiled_encoder_shows_as_amortization_gap(trained_planar):
+    from nfvae.diagnose.gaps import gap_findings, inference_gaps
+
+    model, x, _ = trained_planar
+    x = x[:16]
+    gaps = inference_gaps(model, x, steps=150, is_samples=500)
+    # Optimising q per example cannot lose to the encoder (same noise), and the
+    # importance-sampled NLL is a tighter bound than either ELBO.
+    assert gaps.neg_elbo_optimized <= gaps.neg_elbo_amortized + 1e-3
+    assert gaps.nll <= gaps.neg_elbo_optimized + 1e-3
+    with torch.no_grad():
+        saved = model.to_mu.bias.clone()
+        model.to_mu.bias.add_(3.0)  # every posterior mean 3 units off
+    try:
+        spoiled = inference_gaps(model, x, steps=150, is_samples=500)
+    finally:
+        with torch.no_grad():
+            model.to_mu.bias.copy_(saved)
+    assert spoiled.amortization > gaps.amortization + 1.0
+    assert "the amortization gap is larger" in gap_findings(spoiled)[0].summary
+    assert all(p.requires_grad for p in model.parameters())
