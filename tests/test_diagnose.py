@@ -209,3 +209,20 @@ def test_gaps_order_the_bounds_and_a_spoiled_encoder_shows_as_amortization_gap(t
     assert spoiled.amortization > gaps.amortization + 1.0
     assert "the amortization gap is larger" in gap_findings(spoiled)[0].summary
     assert all(p.requires_grad for p in model.parameters())
+
+
+# -- the end-of-training report -----------------------------------------------------------------
+
+def test_end_of_training_report_is_a_text_card_with_scalars(compose_cfg, tmp_path):
+    from tests.tests_support import read_events
+
+    out = tmp_path / "run"
+    cfg = compose_cfg(["trainer.max_epochs=2", "+callbacks.diagnose._target_="
+                       "nfvae.diagnose.report.Diagnosis", *QUIET], output_dir=out)
+    train(cfg)
+    events = read_events(out)
+    assert "diagnose/active_units_zK" in events.Tags()["scalars"]
+    report = events.Tensors("diagnose/report/text_summary")
+    text = report[-1].tensor_proto.string_val[0].decode()
+    assert "latent dimensions carry information" in text
+    assert text.index("## Diagnosis") == 0

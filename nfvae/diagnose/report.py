@@ -1,0 +1,114 @@
+"""One diagnosis per kind of model, and the callback that logs it at the end of training.
+
+``diagnose_module(module, datamodule, events_dir)`` runs every check that applies to the
+module's kind (flow-VAE: collapse, idle layers, the flow's contribution, optionally the
+inference gaps; 2-D density: dropped modes) plus the checks of the run's own scalars,
+and returns the findings ranked. ``Diagnosis`` logs them when training ends, as the
+TensorBoard text card ``diagnose/report`` and ``diagnose/*`` scalars.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from nfvae.diagnose.findings import Finding, rank, render_markdown
+from nfvae.diagnose.gaps import gap_findings, inference_gaps
+from nfvae.diagnose.latent import (
+    flow_contribution,
+    idle_layers,
+    latent_statistics,
+    neg_elbo_with_and_without_flow,
+    posterior_collapse,
+)
+from nfvae.diagnose.modes import dropped_modes
+from nfvae.diagnose.scalars import read_scalars, training_findings
+from nfvae.diagnose.thresholds import Thresholds
+from nfvae.viz.latent import latent_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def vae_findings(module, x, labels, thresholds: Thresholds, max_points: int = 500,
+                 gaps: bool = False) -> tuple[list[Finding], dict[str, float]]:
+    model = module.model
+    x, labels = x[:max_points].to(module.device), labels[:max_points]
+    stats = latent_statistics(latent_snapshot(model, x, labels, 16,
+                                              torch.Generator().manual_seed(0)))
+    with_flow, without = neg_elbo_with_and_without_flow(model, x)
+    num_layers = len(model.flow)
+    findings = (posterior_collapse(stats, thresholds) + idle_layers(stats, thresholds)
+                + flow_contribution(with_flow, without, num_layers, thresholds))
+    scalars = {
+        "diagnose/active_units_zK": float((stats.active_zK > thresholds.active_unit).sum()),
+        "diagnose/active_units_z0": float((stats.active_z0 > thresholds.active_unit).sum()),
+        "diagnose/flow_gain_nats": without - with_flow,
+    }
+    if gaps:
+        with torch.enable_grad():
+            measured = inference_gaps(model, x[:32])
+        findings += gap_findings(measured)
+        scalars["diagnose/amortization_gap"] = measured.amortization
+        scalars["diagnose/approximation_gap"] = measured.approximation
+    return findings, scalars
+
+
+@torch.no_grad()
+def density_findings(module, thresholds: Thresholds, num_samples: int = 20000
+                     ) -> tuple[list[Finding], dict[str, float]]:
+    samples = module.sample(num_samples, torch.Generator().manual_seed(0)).cpu()
+    findings = dropped_modes(module.target, samples, thresholds)
+    dropped = sum(f.check == "dropped_mode" and f.severity == "problem" for f in findings)
+    return findings, {"diagnose/dropped_modes": float(dropped)}
+
+
+def diagnose_module(module, datamodule, events_dir: str | Path | None,
+                    thresholds: Thresholds, gaps: bool = False
+                    ) -> tuple[list[Finding], dict[str, float]]:
+    """Every check that applies to ``module``'s kind, and those of its run's scalars."""
+    if hasattr(module, "target"):  # a 2-D density model
+        findings, scalars = density_findings(module, thresholds)
+        warmup = 0.0
+    else:
+        x, labels = datamodule.split("val")
+        findings, scalars = vae_findings(module, x, labels, thresholds, gaps=gaps)
+        warmup = float(getattr(module, "warmup_epochs", 0.0))
+    if events_dir is not None and Path(events_dir).is_dir():
+        findings += training_findings(read_scalars(events_dir), warmup, thresholds)
+    return rank(findings), scalars
+
+
+class Diagnosis(pl.Callback):
+    """At the end of fitting, on rank 0: the diagnosis as ``diagnose/report`` (text) and
+    ``diagnose/*`` scalars at the last step, and in the run's log."""
+
+    def __init__(self, gaps: bool = False, **thresholds):
+        super().__init__()
+        self.gaps = gaps
+        self.thresholds = Thresholds.from_config(thresholds)
+
+    @pl.utilities.rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.fast_dev_run or trainer.logger is None:
+            return
+        experiment = trainer.logger.experiment
+        experiment.flush()
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            findings, scalars = diagnose_module(
+                pl_module, trainer.datamodule, trainer.logger.log_dir, self.thresholds,
+                self.gaps)
+        finally:
+            pl_module.train(was_training)
+        text = render_markdown(findings)
+        step = trainer.global_step
+        experiment.add_text("diagnose/report", text, step)
+        for tag, value in scalars.items():
+            experiment.add_scalar(tag, value, step)
+        experiment.flush()
+        log.info("%s", text)
