@@ -217,8 +217,7 @@ def test_end_of_training_report_is_a_text_card_with_scalars(compose_cfg, tmp_pat
     from tests.tests_support import read_events
 
     out = tmp_path / "run"
-    cfg = compose_cfg(["trainer.max_epochs=2", "+callbacks.diagnose._target_="
-                       "nfvae.diagnose.report.Diagnosis", *QUIET], output_dir=out)
+    cfg = compose_cfg(["trainer.max_epochs=2", *QUIET], output_dir=out)  # shipped callbacks
     train(cfg)
     events = read_events(out)
     assert "diagnose/active_units_zK" in events.Tags()["scalars"]
@@ -226,3 +225,30 @@ def test_end_of_training_report_is_a_text_card_with_scalars(compose_cfg, tmp_pat
     text = report[-1].tensor_proto.string_val[0].decode()
     assert "latent dimensions carry information" in text
     assert text.index("## Diagnosis") == 0
+
+
+def test_eval_task_diagnoses_a_barely_trained_toy_checkpoint_as_diffuse(compose_cfg, tmp_path):
+    """A maximum-likelihood flow trained for three steps on eight Gaussians is still a
+    broad blob: it drops no mode, but half its mass lies off the target."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from nfvae.diagnose.task import diagnose
+    from tests.conftest import CONF_DIR
+
+    out = tmp_path / "toy"
+    train(compose_cfg(["experiment=toy/eight_gaussians", "flow=spline", "trainer.max_epochs=1",
+                       "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false",
+                       "~callbacks.progress_bar", "~callbacks.density", "test.enabled=false"],
+                      output_dir=out))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=["task=diagnose", f"ckpt_path={out}/checkpoints/last.ckpt",
+                                         f"paths.output_dir={tmp_path / 'eval'}"])
+    results = diagnose(cfg)
+    diffuse = [f for f in results["findings"] if f["check"] == "mass_off_target"]
+    assert len(diffuse) == 1 and diffuse[0]["severity"] == "warning"
+    assert diffuse[0]["value"] > 0.3
+    saved = json.loads((tmp_path / "eval" / "diagnose.json").read_text())
+    assert saved["findings"] == results["findings"]
+    assert (tmp_path / "eval" / "diagnose.md").read_text().startswith("## Diagnosis of")

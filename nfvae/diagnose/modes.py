@@ -78,8 +78,16 @@ def dropped_modes(target: Target, model_samples: Tensor, thresholds: Thresholds,
                         f"the {name}, the target {float(expected[m]):.3f}",
                 value=float(ratio[m]), threshold=high, figure=MODE_FIGURES,
                 advice="train longer; check the other modes for mass it took from them"))
-    off = 1 - float(found.sum())
-    if not findings:
+    off, expected_off = 1 - float(found.sum()), 1 - float(expected.sum())
+    if off > expected_off + thresholds.off_target_mass:
+        findings.append(Finding(
+            check="mass_off_target", severity="warning",
+            summary=f"{target.name}: {off:.3f} of the model's mass lies where the target has "
+                    f"(almost) none (the target itself: {expected_off:.3f})",
+            value=off, threshold=expected_off + thresholds.off_target_mass, figure=MODE_FIGURES,
+            advice="train longer or with more layers: the model has not yet concentrated "
+                   "on the target"))
+    if not any(f.check == "dropped_mode" for f in findings):
         findings.append(Finding(
             check="dropped_mode", severity="ok",
             summary=f"{target.name}: all {len(target.mode_names)} modes covered (mass ratio "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from nfvae.diagnose.findings import Finding, rank, render_markdown
 from nfvae.diagnose.gaps import gap_findings, inference_gaps
@@ -86,10 +87,12 @@ class Diagnosis(pl.Callback):
     """At the end of fitting, on rank 0: the diagnosis as ``diagnose/report`` (text) and
     ``diagnose/*`` scalars at the last step, and in the run's log."""
 
-    def __init__(self, gaps: bool = False, **thresholds):
+    def __init__(self, thresholds: dict | None = None, gaps: bool = False):
         super().__init__()
         self.gaps = gaps
-        self.thresholds = Thresholds.from_config(thresholds)
+        self.thresholds = Thresholds.from_config(
+            OmegaConf.to_container(thresholds) if isinstance(thresholds, DictConfig)
+            else thresholds)
 
     @pl.utilities.rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -22,6 +22,9 @@ class Thresholds:
     #: A mode is dropped when the model puts less than this fraction of the target's
     #: mass on it (over-represented above the inverse).
     mode_mass_fraction: float = 0.2
+    #: A 2-D model is still diffuse when the share of its mass where the target has almost
+    #: none exceeds the target's own share (1%) by more than this.
+    off_target_mass: float = 0.1
     #: Training has stalled when the best val/neg_elbo of the last ``stall_epochs``
     #: epochs (after warm-up) is not ``stall_min_delta`` nats below the best before them.
     stall_epochs: int = 10
