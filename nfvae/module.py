@@ -42,6 +42,17 @@ class NonFiniteGradientError(FloatingPointError):
     """A gradient went NaN or infinite; raised before the optimizer step."""
 
 
+def logger_writes_this_step(trainer: pl.Trainer) -> bool:
+    """Whether Lightning sends this training step's logged values to the logger.
+
+    Lightning's own decision, as its step-end logging (``update_train_step_metrics``)
+    takes it, asked during the step: it follows ``trainer.log_every_n_steps`` on the
+    count of steps Lightning logs by, which a resumed run restores. (A callback that
+    sets ``trainer.should_stop`` after the step makes Lightning write that step too.)
+    """
+    return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
+
+
 def build_model(data_shape, model: dict, flow: dict) -> FlowVAE:
     """FlowVAE from the ``model`` and ``flow`` config groups (plain dicts with ``_target_``)."""
     return FlowVAE(
@@ -178,9 +189,10 @@ class FlowVAEModule(pl.LightningModule):
             # The step still logs its (non-finite) figures: a step that logs nothing
             # makes Lightning repeat the previous step's values.
             self._nonfinite_loss = message
-        # self.log costs tens of microseconds per call: only build the dict on
-        # the steps the logger actually writes.
-        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+        # Only on the steps the logger writes: each self.log costs Lightning ~0.3 ms
+        # (benchmarks/bench_logging.py). The progress bar shows every step's loss
+        # itself (nfvae.progress.LiveLossProgressBar).
+        if logger_writes_this_step(self.trainer):
             self.log("train/loss", parts.loss, prog_bar=True)
             self.log_dict({
                 "train/neg_elbo": parts.neg_elbo,

@@ -29,6 +29,7 @@ from torch import Tensor
 from nfvae.config import to_plain
 from nfvae.flows import FLOW_FAMILIES, FlowSequence
 from nfvae.model import standard_normal_log_prob
+from nfvae.module import logger_writes_this_step
 from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
 from nfvae.viz.probes import has_inverse
 
@@ -116,7 +117,7 @@ class ToyDensityModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         values = self.losses(batch[0])
         self._check_finite(values, batch_idx)
-        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+        if logger_writes_this_step(self.trainer):
             self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
         return values["loss"]
 
