@@ -75,6 +75,33 @@ class PauseAtStep(pl.Callback):
                 time.sleep(0.05)
 
 
+class PauseInEvaluation(pl.Callback):
+    """After evaluation batch ``batch`` of the ``stage`` ("validation" or "test") in
+    ``epoch``, write a marker and wait (at most a minute) for a signal."""
+
+    def __init__(self, stage: str, batch: int, marker: str, epoch: int = 0):
+        self.stage, self.batch, self.epoch, self.marker = stage, batch, epoch, Path(marker)
+
+    def _pause(self, trainer, batch_idx):
+        if trainer.sanity_checking or batch_idx != self.batch or self.marker.exists():
+            return
+        if self.stage == "validation" and trainer.current_epoch != self.epoch:
+            return
+        self.marker.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0):
+        if self.stage == "validation":
+            self._pause(trainer, batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.stage == "test":
+            self._pause(trainer, batch_idx)
+
+
 QUICK = ["trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.log_every_n_steps=1",
          "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
          "trainer.enable_model_summary=false", "trainer.deterministic=true",
@@ -95,6 +122,12 @@ def pause_at(step: int, marker: Path) -> list[str]:
             f"+callbacks.pause.step={step}", f"+callbacks.pause.marker={marker}"]
 
 
+def pause_in(stage: str, batch: int, marker: Path, epoch: int = 0) -> list[str]:
+    return ["+callbacks.pause._target_=test_resume.PauseInEvaluation",
+            f"+callbacks.pause.stage={stage}", f"+callbacks.pause.batch={batch}",
+            f"+callbacks.pause.epoch={epoch}", f"+callbacks.pause.marker={marker}"]
+
+
 def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not marker.exists():
@@ -109,6 +142,16 @@ def finish(proc: subprocess.Popen) -> int:
 
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in read_events(run).Scalars(tag)]
+
+
+def shown_steps(run: Path) -> dict[tuple[str, str], list[int]]:
+    """{(kind, tag): steps} of every scalar, image and histogram TensorBoard shows."""
+    events = read_events(run)
+    tags = events.Tags()
+    return {(kind, tag): [e.step for e in read(tag)]
+            for kind, read in (("scalars", events.Scalars), ("images", events.Images),
+                               ("histograms", events.Histograms))
+            for tag in tags[kind]}
 
 
 def logs(tmp_path: Path, name: str) -> str:
@@ -193,3 +236,44 @@ def test_slurm_signal_saves_hpc_checkpoint_requeues_and_the_requeued_job_resumes
     # on_train_batch_end: that step's update is in the checkpoint, but its log line
     # (written after the hook) is not; no step is logged twice.
     assert [s for s, _ in scalars(run, "train/loss")] == [*range(7), *range(8, 18)]
+
+
+# Several validation and test batches (180 digits in batches of 32), so a signal can
+# land inside either; the figures of every callback are drawn at epochs 0 and 2.
+EVAL_BATCHES = ["data.eval_batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    proc = launch(run, *EVAL_BATCHES)
+    assert finish(proc) == 0, logs(run.parent, "run")[-3000:]
+    return run
+
+
+def assert_shows_what_the_uninterrupted_run_shows(run: Path, straight: Path) -> None:
+    shown, expected = shown_steps(run), shown_steps(straight)
+    assert ("images", "images/reconstructions") in expected
+    assert ("histograms", "latent/sum_log_det") in expected
+    assert ("scalars", "latent/active_units_z0") in expected
+    assert ("scalars", "hp/val_neg_elbo") in expected
+    assert shown == expected
+    for tag in ("train/loss", "val/neg_elbo", "test/nll", "latent/kl_q0", "hp/val_neg_elbo"):
+        assert scalars(run, tag) == scalars(straight, tag), tag
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "epoch"), [("validation", 0), ("validation", 2),
+                                              ("test", 0)])
+def test_sigterm_during_evaluation_loses_no_figures(stage, epoch, uninterrupted, tmp_path):
+    """SIGTERM after the 2nd of 6 validation (or test) batches, then ckpt_path=last:
+    TensorBoard shows the same (tag, step) pairs as the uninterrupted run: scalars,
+    images and histograms, the epoch's figures and the HParams metrics included."""
+    run = tmp_path / "run"
+    first = launch(run, *EVAL_BATCHES, *pause_in(stage, 1, tmp_path / "m", epoch))
+    wait_for(tmp_path / "m", first)
+    first.send_signal(signal.SIGTERM)
+    assert finish(first) == 143, logs(tmp_path, "run")[-3000:]
+    second = launch(run, *EVAL_BATCHES, "ckpt_path=last")
+    assert finish(second) == 0, logs(tmp_path, "run")[-3000:]
+    assert_shows_what_the_uninterrupted_run_shows(run, uninterrupted)
