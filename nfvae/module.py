@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from nfvae.checkpoints import record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.distributed import rank_and_world
 from nfvae.evaluation import example_elbo, example_nll
@@ -299,6 +300,7 @@ class FlowVAEModule(pl.LightningModule):
             states = [None] * world
             dist.all_gather_object(states, rng_state())
         checkpoint[STATE_KEY] = {"rng": states, "skipped_nonfinite": self.skipped_nonfinite}
+        record_validation_metrics(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(STATE_KEY) or {}

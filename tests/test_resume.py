@@ -263,17 +263,20 @@ def assert_shows_what_the_uninterrupted_run_shows(run: Path, straight: Path) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "epoch"), [("validation", 0), ("validation", 2),
-                                              ("test", 0)])
-def test_sigterm_during_evaluation_loses_no_figures(stage, epoch, uninterrupted, tmp_path):
-    """SIGTERM after the 2nd of 6 validation (or test) batches, then ckpt_path=last:
-    TensorBoard shows the same (tag, step) pairs as the uninterrupted run: scalars,
-    images and histograms, the epoch's figures and the HParams metrics included."""
+@pytest.mark.parametrize(("stage", "epoch", "how"), [
+    ("validation", 0, signal.SIGTERM), ("validation", 2, signal.SIGTERM),
+    ("test", 0, signal.SIGTERM), ("validation", 1, signal.SIGKILL), ("test", 0, signal.SIGKILL)])
+def test_kill_during_evaluation_loses_no_figures(stage, epoch, how, uninterrupted, tmp_path):
+    """SIGTERM or SIGKILL after the 2nd of 6 validation (or test) batches, then
+    ckpt_path=last: TensorBoard shows the same (tag, step) pairs as the uninterrupted
+    run: scalars, images and histograms, the epoch's figures and the HParams metrics
+    included."""
     run = tmp_path / "run"
     first = launch(run, *EVAL_BATCHES, *pause_in(stage, 1, tmp_path / "m", epoch))
     wait_for(tmp_path / "m", first)
-    first.send_signal(signal.SIGTERM)
-    assert finish(first) == 143, logs(tmp_path, "run")[-3000:]
+    first.send_signal(how)
+    assert finish(first) == (143 if how == signal.SIGTERM else -how), \
+        logs(tmp_path, "run")[-3000:]
     second = launch(run, *EVAL_BATCHES, "ckpt_path=last")
     assert finish(second) == 0, logs(tmp_path, "run")[-3000:]
     assert_shows_what_the_uninterrupted_run_shows(run, uninterrupted)

@@ -26,6 +26,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from nfvae.checkpoints import record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.flows import FLOW_FAMILIES, FlowSequence
 from nfvae.model import standard_normal_log_prob
@@ -101,6 +102,7 @@ class ToyDensityModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        record_validation_metrics(self.trainer, checkpoint)
 
     # -- the loop ------------------------------------------------------------------
     def losses(self, batch: Tensor) -> dict[str, Tensor]:
