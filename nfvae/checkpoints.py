@@ -109,6 +109,8 @@ def config_differences(saved: Any, current: Any, prefix: str = "") -> list[tuple
 
 
 def _is_setting(key: str) -> bool:
+    if key == "optimizer._target_":  # Adam's saved moments cannot continue as SGD's
+        return False
     return any(key == s or key.startswith(s + ".") for s in RESUME_SETTINGS)
 
 
@@ -136,12 +138,73 @@ def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, path: 
                    for key, a, b in fatal[:8]]
         phrases += shapes[:5] + ([f"... {len(shapes) - 5} more parameters"]
                                  if len(shapes) > 5 else [])
+        optimizer = any(key == "optimizer._target_" for key, _, _ in fatal)
         raise CheckpointError(
             f"checkpoint {path} does not fit the configured model: " + "; ".join(phrases)
-            + ". Use the checkpoint's model and flow settings (its .hydra/config.yaml), "
-            "or start a new run folder.")
+            + ". Use the checkpoint's " + ("optimizer, model and flow" if optimizer else
+                                           "model and flow")
+            + " settings (its .hydra/config.yaml), or start a new run folder"
+            + (" (an optimizer's saved state cannot continue as another optimizer's)."
+               if optimizer else "."))
     for key, a, b in differences:
-        log.warning("resuming %s with %s changed from %r to %r", path, key, a, b)
+        log.warning("resuming %s with %s changed from %r to %r: the new value applies from "
+                    "here%s", path, key, a, b,
+                    " (to the restored optimizer state; its moments are kept)"
+                    if key.startswith("optimizer.") else "")
+
+
+def _optimizer_defaults(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The hyperparameters an optimizer config sets (lr, betas, ...), or None if it
+    does not build an optimizer alone."""
+    from hydra.utils import instantiate
+
+    try:
+        built = instantiate(config)
+        return dict(built(params=[torch.nn.Parameter(torch.zeros(1))]).defaults)
+    except Exception:  # noqa: BLE001 - a config this cannot read is left as restored
+        return None
+
+
+def apply_optimizer_settings(checkpoint: dict[str, Any], configured: dict[str, Any] | None
+                             ) -> dict[str, tuple[Any, Any]]:
+    """Make a checkpoint's optimizer state carry the configured optimizer settings.
+
+    Lightning restores every param group's hyperparameters (lr, betas, weight decay,
+    ...) from the checkpoint, so a resume with ``optimizer.lr=...`` would keep the old
+    value while recording the new one. Called on the checkpoint before Lightning loads
+    it, this writes each changed setting into the saved param groups, keeping the
+    optimizer's moments. A learning rate is scaled (new / old), so a schedule's
+    position is kept: the groups' ``lr`` and ``initial_lr`` and the schedulers'
+    ``base_lrs`` and ``_last_lr``. Returns {setting: (old, new)}.
+    """
+    saved = (checkpoint.get("hyper_parameters") or {}).get("optimizer")
+    if not saved or not configured or saved == configured:
+        return {}
+    old, new = _optimizer_defaults(saved), _optimizer_defaults(configured)
+    if old is None or new is None:
+        log.warning("could not compare the checkpoint's optimizer settings with the "
+                    "configured ones; the restored optimizer keeps its own")
+        return {}
+    changed = {k: (old[k], v) for k, v in new.items() if k in old and old[k] != v}
+    lr_factor = None
+    if "lr" in changed:
+        before, after = changed["lr"]
+        lr_factor = after / before if before else None
+    for state in checkpoint.get("optimizer_states") or []:
+        for group in state.get("param_groups", []):
+            for key, (_, value) in changed.items():
+                if key == "lr" and lr_factor is not None:
+                    group["lr"] = group["lr"] * lr_factor
+                    if "initial_lr" in group:
+                        group["initial_lr"] = group["initial_lr"] * lr_factor
+                elif key in group:
+                    group[key] = value
+    if lr_factor is not None:
+        for scheduler in checkpoint.get("lr_schedulers") or []:
+            for key in ("base_lrs", "_last_lr"):
+                if isinstance(scheduler.get(key), list):
+                    scheduler[key] = [v * lr_factor for v in scheduler[key]]
+    return changed
 
 
 def has_finite_weights(checkpoint: dict[str, Any]) -> bool:
@@ -199,7 +262,7 @@ def resolve_resume(ckpt_path: str | os.PathLike | None, run_dir: str | os.PathLi
     for path in existing:
         try:
             checkpoint = read_checkpoint(path)
-        except CheckpointError as error:
+        except Exception as error:  # noqa: BLE001 - a damaged file must not block a good one
             passed_over.append(f"{path.relative_to(run_dir)}: {error}")
             log.warning("ckpt_path=last: not resuming from %s: %s", path, error)
             continue

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from nfvae.checkpoints import record_validation_metrics
+from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.distributed import rank_and_world
 from nfvae.evaluation import example_elbo, example_nll
@@ -303,6 +303,8 @@ class FlowVAEModule(pl.LightningModule):
         record_validation_metrics(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before Lightning loads the optimizer state: the configured settings apply.
+        apply_optimizer_settings(checkpoint, self.hparams.optimizer)
         state = checkpoint.get(STATE_KEY) or {}
         self._resumed_rng = state.get("rng")
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))

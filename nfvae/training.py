@@ -17,6 +17,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from nfvae.checkpoints import (
     VALIDATION_KEY,
@@ -28,6 +29,7 @@ from nfvae.checkpoints import (
 )
 from nfvae.config import to_plain
 from nfvae.data import TensorDataModule
+from nfvae.eventfiles import drop_events_from
 from nfvae.evaluation import example_elbo, example_nll
 from nfvae.module import FlowVAEModule
 
@@ -107,12 +109,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("resuming from %s (global step %d)", resume, checkpoint_step(checkpoint))
         restored_validation = dict(checkpoint.get(VALIDATION_KEY) or {})
         if cfg.get("logger") and issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
-            # Hide what the interrupted run logged from its checkpoint's step on (a kill
-            # leaves such steps behind); they are logged again from here. Everything up
-            # to the checkpoint is logged below its step (figures included, see
-            # nfvae.viz.callbacks). The raw event files keep both copies (README).
+            # What the interrupted run logged from its checkpoint's step on (a kill
+            # leaves such steps behind) is logged again from here: hidden in TensorBoard,
+            # and removed from the files (nfvae.eventfiles). Everything up to the
+            # checkpoint is logged below its step (figures included, nfvae.viz.callbacks).
             logger_options["purge_step"] = checkpoint_step(checkpoint)
     logger = instantiate(cfg.logger, **logger_options) if cfg.get("logger") else False
+    if "purge_step" in logger_options and rank_zero_only.rank == 0:
+        # Before the logger's first write: raw readers then see each step once too.
+        drop_events_from(logger.log_dir, logger_options["purge_step"])
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 

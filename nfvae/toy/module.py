@@ -26,7 +26,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
-from nfvae.checkpoints import record_validation_metrics
+from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.flows import FLOW_FAMILIES, FlowSequence
 from nfvae.model import standard_normal_log_prob
@@ -99,6 +99,10 @@ class ToyDensityModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return instantiate(self.hparams.optimizer)(params=self.parameters())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before Lightning loads the optimizer state: the configured settings apply.
+        apply_optimizer_settings(checkpoint, self.hparams.optimizer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
