@@ -278,14 +278,17 @@ def resolve_resume(ckpt_path: str | os.PathLike | None, run_dir: str | os.PathLi
         passed_over.append(f"{path.relative_to(run_dir)} (global step {step}): {reason}")
         log.warning("ckpt_path=last: not resuming from %s (global step %d): %s",
                     path, step, reason)
-    skipped = f" Passed over: {'; '.join(passed_over)}." if passed_over else ""
+    if passed_over:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no checkpoint in {run_dir} to resume from. Passed over: "
+            f"{'; '.join(passed_over)}. Start a new run folder (after a non-finite loss: "
+            "with a lower optimizer.lr), or pass ckpt_path=<file> to resume one of them "
+            "anyway")
     raise FileNotFoundError(
         f"ckpt_path=last: no checkpoint to resume in {run_dir} (looked for "
-        "checkpoints/*.ckpt and hpc_ckpt_*.ckpt with finite weights, not stopped by a "
-        f"non-finite loss).{skipped} Point hydra.run.dir at the old run folder, e.g. "
-        "python train.py hydra.run.dir=outputs/2024-05-01/12-00-00 ckpt_path=last; after "
-        "a non-finite loss with no earlier checkpoint, start a new run (a lower "
-        "optimizer.lr)")
+        "checkpoints/*.ckpt and hpc_ckpt_*.ckpt). Point hydra.run.dir at the old run "
+        "folder, e.g. python train.py hydra.run.dir=outputs/2024-05-01/12-00-00 "
+        "ckpt_path=last")
 
 
 def checkpoint_step(checkpoint: dict[str, Any]) -> int:
