@@ -221,7 +221,8 @@ def test_preempted_and_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert [s for s, _ in scalars(run, "train/loss")] == list(range(18))
     assert not (run / "checkpoints" / "on_exception.ckpt").exists()  # removed after success
     # the killed run's steps 12-13 were logged again, and the raw files hold them once
-    assert raw_duplicates(run) == []
+    # (Lightning itself writes `epoch` twice at an epoch's last step: with train/* and val/*)
+    assert raw_duplicates(run) == raw_duplicates(tmp_path / "straight")
 
 
 @pytest.mark.slow
@@ -279,8 +280,7 @@ def assert_shows_what_the_uninterrupted_run_shows(run: Path, straight: Path) -> 
     assert shown == expected
     for tag in ("train/loss", "val/neg_elbo", "test/nll", "latent/kl_q0", "hp/val_neg_elbo"):
         assert scalars(run, tag) == scalars(straight, tag), tag
-    assert raw_duplicates(straight) == []
-    assert raw_duplicates(run) == []
+    assert raw_duplicates(run) == raw_duplicates(straight)
 
 
 @pytest.mark.slow
