@@ -168,7 +168,7 @@ def raw_duplicates(run: Path) -> list[tuple[str, int]]:
             for value in event.summary.value:
                 key = (value.tag, event.step)
                 (twice.append if key in seen else seen.add)(key)
-    return twice
+    return sorted(twice)
 
 
 def logs(tmp_path: Path, name: str) -> str:
