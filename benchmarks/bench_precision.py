@@ -31,7 +31,8 @@ from common import PLANAR_MNIST_OVERRIDES, compose, pin_threads, run_dirs  # noq
 from nfvae.evaluation import example_elbo  # noqa: E402
 from nfvae.training import build_datamodule, build_module, instantiate  # noqa: E402
 
-OVERRIDES = [*PLANAR_MNIST_OVERRIDES, "trainer.log_every_n_steps=10"]
+# The shipped trainer.log_every_n_steps: the logging cost users pay is in each contender.
+OVERRIDES = list(PLANAR_MNIST_OVERRIDES)
 
 CONTENDERS = {
     "float32": [],

@@ -4,7 +4,8 @@ The same model and math in both (MNIST 55k training images, dynamic binarization
 MLP 784-300-300, latent 64, amortized planar K=10, batch 100, Adam 1e-3, one thread):
 
 * framework: nfvae's Trainer path (the real conf/, LightningModule, in-memory
-  DataModule, TensorBoard logging every 10 steps), one epoch per ``fit``;
+  DataModule, TensorBoard logging at the shipped ``trainer.log_every_n_steps``), one
+  epoch per ``fit``;
 * plain: the leanest loop over the same FlowVAE and objective, data preloaded,
   batches drawn by index.
 

@@ -85,7 +85,8 @@ def run(base: list[str], visual: bool, epochs: int) -> tuple[float, dict[str, fl
                              logger=TensorBoardLogger(out, name="tb", version=""),
                              callbacks=[*timed.values(), timer], enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False,
-                             num_sanity_val_steps=0, log_every_n_steps=10)
+                             num_sanity_val_steps=0,
+                             log_every_n_steps=cfg.trainer.log_every_n_steps)
         trainer.fit(module, datamodule=datamodule)
         draws = {name: statistics.median(t.seconds) for name, t in timed.items()}
         return statistics.mean(timer.epoch_times), draws

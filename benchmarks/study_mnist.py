@@ -92,7 +92,7 @@ def run_overrides(args, dataset: str, flow: str, seed: int, out: Path) -> list[s
         f"flow={flow}", "optimizer=adam", f"optimizer.lr={args.lr}",
         f"objective.beta_start={args.beta_start}", f"objective.warmup_epochs={args.warmup}",
         f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=50", "~logger", "test.enabled=false",
+        "~logger", "test.enabled=false",
         # Only the best-validation checkpoint: no figures, whatever callbacks/default holds.
         "callbacks=none", "+callbacks.best._target_=pytorch_lightning.callbacks.ModelCheckpoint",
         f"+callbacks.best.dirpath={out / 'checkpoints'}", "+callbacks.best.monitor=val/neg_elbo",

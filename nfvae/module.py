@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.distributed import rank_and_world
 from nfvae.evaluation import example_elbo, example_nll
@@ -40,6 +41,17 @@ class NonFiniteLossError(FloatingPointError):
 
 class NonFiniteGradientError(FloatingPointError):
     """A gradient went NaN or infinite; raised before the optimizer step."""
+
+
+def logger_writes_this_step(trainer: pl.Trainer) -> bool:
+    """Whether Lightning sends this training step's logged values to the logger.
+
+    Lightning's own decision, as its step-end logging (``update_train_step_metrics``)
+    takes it, asked during the step: it follows ``trainer.log_every_n_steps`` on the
+    count of steps Lightning logs by, which a resumed run restores. (A callback that
+    sets ``trainer.should_stop`` after the step makes Lightning write that step too.)
+    """
+    return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
 
 
 def build_model(data_shape, model: dict, flow: dict) -> FlowVAE:
@@ -178,9 +190,10 @@ class FlowVAEModule(pl.LightningModule):
             # The step still logs its (non-finite) figures: a step that logs nothing
             # makes Lightning repeat the previous step's values.
             self._nonfinite_loss = message
-        # self.log costs tens of microseconds per call: only build the dict on
-        # the steps the logger actually writes.
-        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+        # Only on the steps the logger writes: each self.log costs Lightning ~0.3 ms
+        # (benchmarks/bench_logging.py). The progress bar shows every step's loss
+        # itself (nfvae.progress.LiveLossProgressBar).
+        if logger_writes_this_step(self.trainer):
             self.log("train/loss", parts.loss, prog_bar=True)
             self.log_dict({
                 "train/neg_elbo": parts.neg_elbo,
@@ -287,8 +300,11 @@ class FlowVAEModule(pl.LightningModule):
             states = [None] * world
             dist.all_gather_object(states, rng_state())
         checkpoint[STATE_KEY] = {"rng": states, "skipped_nonfinite": self.skipped_nonfinite}
+        record_validation_metrics(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before Lightning loads the optimizer state: the configured settings apply.
+        apply_optimizer_settings(checkpoint, self.hparams.optimizer)
         state = checkpoint.get(STATE_KEY) or {}
         self._resumed_rng = state.get("rng")
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))

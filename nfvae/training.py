@@ -17,8 +17,10 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from nfvae.checkpoints import (
+    VALIDATION_KEY,
     CheckpointError,
     check_compatible,
     checkpoint_step,
@@ -27,6 +29,7 @@ from nfvae.checkpoints import (
 )
 from nfvae.config import to_plain
 from nfvae.data import TensorDataModule
+from nfvae.eventfiles import drop_events_from
 from nfvae.evaluation import example_elbo, example_nll
 from nfvae.module import FlowVAEModule
 
@@ -98,16 +101,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule.data_shape)
     logger_options = {}
+    restored_validation: dict[str, float] = {}
     if resume is not None:
         checkpoint = read_checkpoint(resume)
         # Before Lightning copies tensors: a wrong flow or latent size is named here.
         check_compatible(checkpoint, module, resume)
-        log.info("resuming from %s", resume)
+        log.info("resuming from %s (global step %d)", resume, checkpoint_step(checkpoint))
+        restored_validation = dict(checkpoint.get(VALIDATION_KEY) or {})
         if cfg.get("logger") and issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
-            # Hide what the interrupted run logged after its checkpoint (a hard kill
-            # leaves such steps behind); they are logged again from here.
+            # What the interrupted run logged from its checkpoint's step on (a kill
+            # leaves such steps behind) is logged again from here: hidden in TensorBoard,
+            # and removed from the files (nfvae.eventfiles). Everything up to the
+            # checkpoint is logged below its step (figures included, nfvae.viz.callbacks).
             logger_options["purge_step"] = checkpoint_step(checkpoint)
     logger = instantiate(cfg.logger, **logger_options) if cfg.get("logger") else False
+    if "purge_step" in logger_options and rank_zero_only.rank == 0:
+        # Before the logger's first write: raw readers then see each step once too.
+        drop_events_from(logger.log_dir, logger_options["purge_step"])
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
 
@@ -119,6 +129,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but')
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    # A resumed run whose training had ended validates nothing: its checkpoint's figures.
+    metrics = {**restored_validation, **metrics}
 
     if cfg.test.enabled and not trainer.fast_dev_run:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -4,6 +4,7 @@ float32, torch.compile is an option."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -13,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from nfvae.checkpoints import CheckpointError
-from nfvae.module import NonFiniteGradientError
+from nfvae.module import NonFiniteGradientError, NonFiniteLossError
 from nfvae.training import build_module, check_output_dir, load_checkpoint, train
 from tests_support import read_events as events
 
@@ -107,6 +108,37 @@ def test_skip_nonfinite_skips_and_counts_bad_batches(compose_cfg, tmp_path):
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["nfvae"]["skipped_nonfinite"] == 3
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_resume_after_a_nonfinite_stop_takes_the_last_good_checkpoint(compose_cfg, tmp_path,
+                                                                     caplog):
+    """The exception checkpoint of a non-finite loss holds finite weights that lead
+    straight back to it: ckpt_path=last passes over it, says why, and resumes from
+    last.ckpt."""
+    with pytest.raises(NonFiniteLossError, match="global step 5"):
+        train(compose_cfg([*QUICK, "+callbacks.nan_input._target_=test_faults.PoisonBatch",
+                           "+callbacks.nan_input.steps=[5]"]))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    stopped = torch.load(checkpoints / "on_exception.ckpt", weights_only=True)
+    assert stopped["global_step"] == 5
+    assert all(torch.isfinite(v).all() for v in stopped["state_dict"].values())
+    with caplog.at_level(logging.INFO):
+        metrics = train(compose_cfg([*QUICK, "ckpt_path=last"]))
+    assert (f"not resuming from {checkpoints / 'on_exception.ckpt'} (global step 5): training "
+            "stopped there on a non-finite loss or gradient (NonFiniteLossError)") in caplog.text
+    assert f"resuming from {checkpoints / 'last.ckpt'} (global step 4)" in caplog.text
+    assert torch.isfinite(torch.tensor(metrics["val/neg_elbo"]))
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_resume_after_a_nonfinite_first_step_names_the_checkpoint_it_passed_over(
+        compose_cfg, tmp_path):
+    with pytest.raises(NonFiniteLossError):
+        train(compose_cfg([*QUICK, "optimizer.lr=1e6"]))
+    with pytest.raises(FileNotFoundError, match=(
+            r"no checkpoint .* to resume from\. Passed over: checkpoints/on_exception\.ckpt "
+            r"\(global step \d+\): training stopped there on a non-finite loss")):
+        train(compose_cfg([*QUICK, "ckpt_path=last"]))
 
 
 def test_detect_anomaly_reaches_the_trainer(compose_cfg):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -67,6 +69,48 @@ def test_run_folder_has_scalars_images_histogram_and_checkpoints(trained_run):
     checkpoints = {p.name for p in (out / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(n.startswith("epoch_") for n in checkpoints)
     assert metrics["test/nll"] <= metrics["test/neg_elbo"] + 0.5
+
+
+TRAIN_CURVES = ["train/loss", "train/neg_elbo", "train/recon", "train/kl",
+                "train/sum_log_det", "train/beta"]
+
+
+class ReadProgressBar(pl.Callback):
+    """After every step: (the loss the progress bar shows, the step's loss)."""
+
+    seen: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        shown = trainer.progress_bar_callback.get_metrics(trainer, pl_module)["train/loss"]
+        ReadProgressBar.seen.append((float(shown), float(outputs["loss"])))
+
+
+def test_default_run_writes_training_curves_at_the_shipped_interval(compose_cfg, tmp_path):
+    """The shipped trainer (its log_every_n_steps untouched) on the default digits data,
+    two epochs of 23 batches: every train/* curve at each step Lightning writes, no
+    warning that an epoch is shorter than the interval, and a progress bar that shows
+    each step's loss."""
+    cfg = compose_cfg(["trainer.max_epochs=2", "test.enabled=false", "~callbacks.latent",
+                       "~callbacks.projector",
+                       "+callbacks.read_bar._target_=test_training.ReadProgressBar"])
+    interval = cfg.trainer.log_every_n_steps
+    ReadProgressBar.seen = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert not [w for w in caught if "logging interval" in str(w.message)]
+    steps = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt",
+                       weights_only=True)["global_step"]
+    written = [s for s in range(steps) if (s + 1) % interval == 0]
+    assert steps == 46 and len(written) >= 2
+    events = read_events(tmp_path / "run")
+    for tag in TRAIN_CURVES:
+        assert [e.step for e in events.Scalars(tag)] == written, tag
+        assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars(tag))
+    # the bar shows the loss of the step just run, every step
+    assert len(ReadProgressBar.seen) == steps
+    assert all(shown == pytest.approx(loss) for shown, loss in ReadProgressBar.seen)
+    assert len({shown for shown, _ in ReadProgressBar.seen}) == steps
 
 
 def test_eval_gives_finite_nll_below_negative_elbo(trained_run, compose_cfg, tmp_path):

@@ -26,6 +26,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.flows import (
     FLOW_FAMILIES,
@@ -34,6 +35,7 @@ from nfvae.flows import (
     uninitialized_actnorms,
 )
 from nfvae.model import standard_normal_log_prob
+from nfvae.module import logger_writes_this_step
 from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
 
 #: Checkpoints of these modules record their class here, so scripts that only
@@ -94,8 +96,13 @@ class ToyDensityModule(pl.LightningModule):
     def configure_optimizers(self):
         return instantiate(self.hparams.optimizer)(params=self.parameters())
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before Lightning loads the optimizer state: the configured settings apply.
+        apply_optimizer_settings(checkpoint, self.hparams.optimizer)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        record_validation_metrics(self.trainer, checkpoint)
 
     # -- the loop ------------------------------------------------------------------
     def losses(self, batch: Tensor) -> dict[str, Tensor]:
@@ -112,7 +119,7 @@ class ToyDensityModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         values = self.losses(batch[0])
         self._check_finite(values, batch_idx)
-        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+        if logger_writes_this_step(self.trainer):
             self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
         return values["loss"]
 

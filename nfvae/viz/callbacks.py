@@ -4,6 +4,11 @@ Each one draws after the first validation epoch, every ``every_n_epochs``-th and
 the last, on rank 0 only, with the model in eval mode and no gradients; the
 drawing itself lives in pure functions (``nfvae.viz.vae``, ``nfvae.viz.toy``)
 that visualize.py calls too.
+
+Figures go to the step of the epoch's ``val/*`` scalars, one below the global step
+that epoch's checkpoint records, and are flushed before it is saved: a run resumed
+from that checkpoint hides the steps from the checkpoint's on (TensorBoard's
+``purge_step``, for what the interrupted run logged after it), so they stay visible.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def should_draw(trainer: pl.Trainer, every_n_epochs: int) -> bool:
     return epoch == 0 or (epoch + 1) % every_n_epochs == 0 or last
 
 
+def validation_step_of(trainer: pl.Trainer) -> int:
+    """The step Lightning logs the current validation epoch's ``val/*`` scalars at."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 def log_figure_set(writer, figures: FigureSet, step: int) -> None:
     """Every figure and image of the set as an image, scalars, histograms; closes figures."""
     for tag, figure in figures.figures.items():
@@ -71,7 +81,8 @@ class _DrawingCallback(pl.Callback):
         pl_module.eval()
         try:
             with torch.no_grad():
-                self.draw(trainer, pl_module, writer, trainer.global_step)
+                self.draw(trainer, pl_module, writer, validation_step_of(trainer))
+            writer.flush()
         finally:
             pl_module.train(was_training)
 
