@@ -253,3 +253,13 @@ def test_wrong_image_shape_is_named():
     model = MultiscaleFlow((1, 8, 8), levels=2, steps_per_level=1, hidden_channels=4)
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, 8, 8\)"):
         model.log_prob(torch.rand(2, 1, 4, 4))
+
+
+def test_per_level_log_dets_sum_to_the_total():
+    model = random_model(dict(kind="realnvp", logit_alpha=0.05), shape=(1, 8, 8), levels=3)
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    latents, parts = model.encode_parts(x)
+    assert len(parts) == 1 + 3 + 1  # preprocessing, three levels, top prior
+    _, total = model.encode_with_log_det(x)
+    torch.testing.assert_close(torch.stack(parts).sum(0), total)
+    assert all(p.shape == (3,) for p in parts)

@@ -107,21 +107,28 @@ class MultiscaleFlow(nn.Module):
 
     def _check_images(self, v: Tensor) -> None:
         if v.dim() != 4 or tuple(v.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}),"
-                             f" got {tuple(v.shape)}")
+            c, h, w = self.image_shape
+            raise ValueError(f"expected images of shape (B, {c}, {h}, {w}), "
+                             f"got {tuple(v.shape)}")
 
-    def encode_with_log_det(self, v: Tensor) -> tuple[list[Tensor], Tensor]:
-        """v (B, C, H, W) in [0, 1) -> ([eps_1, ..., eps_L], log|d eps / dv| (B,))."""
+    def encode_parts(self, v: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """v (B, C, H, W) in [0, 1) -> ([eps_1, ..., eps_L], log-dets (B,) of its parts:
+        [preprocessing, level 1, ..., level L, top prior]), for per-level diagnostics."""
         self._check_images(v)
         h, log_det = self.preprocess.inverse(v)
-        latents = []
+        latents, log_dets = [], [log_det]
         for level in self.levels:
-            h, eps, ld = level.encode(h)
-            log_det = log_det + ld
+            h, eps, log_det = level.encode(h)
+            log_dets.append(log_det)
             if eps is not None:
                 latents.append(eps)
-        eps, ld = self.top.standardize(h)
-        return latents + [eps], log_det + ld
+        eps, log_det = self.top.standardize(h)
+        return latents + [eps], log_dets + [log_det]
+
+    def encode_with_log_det(self, v: Tensor) -> tuple[list[Tensor], Tensor]:
+        """v -> ([eps_1, ..., eps_L], log|d eps / dv| (B,))."""
+        latents, log_dets = self.encode_parts(v)
+        return latents, torch.stack(log_dets).sum(0)
 
     def encode(self, v: Tensor) -> list[Tensor]:
         """v -> [eps_1, ..., eps_L], finest level first; exact inverse of ``decode``."""
@@ -152,7 +159,8 @@ class MultiscaleFlow(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
-        """n images decoded from eps ~ N(0, T^2 I) (Glow's temperature T)."""
+        """n images decoded from eps ~ N(0, T^2 I) (Glow's temperature T); without the
+        logit they may leave [0, 1) slightly: clamp them to display."""
         ref = self.top.mean
         latents = [temperature * torch.randn((n, *shape), generator=generator,
                                              dtype=ref.dtype, device=ref.device)
