@@ -107,7 +107,9 @@ def main() -> None:
           f"{args.batch_size}, 1x32x32, one thread, median of {args.rounds} rounds:")
     for name, r in rate.items():
         print(f"  {name:<10s} {r:7.1f} training images/s")
-    print(f"  ratio nfvae / normflows: {rate['nfvae'] / rate['normflows']:.2f}x")
+    print(f"  ratio nfvae / normflows: {rate['nfvae'] / rate['normflows']:.2f}x (of medians); "
+          "per round: " + ", ".join(f"{b / a:.2f}x" for a, b in
+                                    zip(times["nfvae"], times["normflows"], strict=True)))
 
 
 if __name__ == "__main__":
