@@ -19,12 +19,14 @@ class CouplingSplit:
         self.num_changed = dim - self.num_kept
 
     def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """z (B, D) -> (z_a kept (B, d_a), z_b transformed (B, d_b))."""
+        """z (B, D) -> (z_a kept (B, d_a), z_b transformed (B, d_b)); an image
+        (B, C, H, W) splits its channels the same way."""
         first, second = z[:, :self.at], z[:, self.at:]
         return (second, first) if self.swap else (first, second)
 
     def join(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        return torch.cat([z_b, z_a] if self.swap else [z_a, z_b], dim=-1)
+        # dim 1: the coordinates of a vector (B, D), the channels of an image (B, C, H, W).
+        return torch.cat([z_b, z_a] if self.swap else [z_a, z_b], dim=1)
 
     def __repr__(self) -> str:
         kept = "second" if self.swap else "first"
