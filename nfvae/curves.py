@@ -135,7 +135,7 @@ class NLLCurveLogger(pl.Callback):
         if not trainer.is_global_zero:
             return
         started = time.perf_counter()
-        nll, neg_elbo = self.score(trainer, pl_module)
+        nll, neg_elbo = self.score(trainer.datamodule, pl_module)
         point = {
             "epoch": epoch + 1, "step": trainer.global_step, "nll": nll, "neg_elbo": neg_elbo,
             "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
@@ -160,9 +160,9 @@ class NLLCurveLogger(pl.Callback):
             f.write(json.dumps(point) + "\n")
 
     @torch.no_grad()
-    def score(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, float]:
-        """(NLL, -ELBO) in nats, averaged over the subset."""
-        x_all, _ = trainer.datamodule.split(self.split)
+    def score(self, datamodule, pl_module: pl.LightningModule) -> tuple[float, float]:
+        """(NLL, -ELBO) in nats, averaged over the subset of ``datamodule``'s split."""
+        x_all, _ = datamodule.split(self.split)
         x_all = x_all[:self.num_examples]
         model, seed = pl_module.model, int(getattr(pl_module, "eval_noise_seed", 0))
         was_training = model.training
