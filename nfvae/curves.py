@@ -182,8 +182,13 @@ class NLLCurveLogger(pl.Callback):
 
     # -- checkpoints -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"train_seconds": self.train_seconds,
-                "train_cpu_seconds": self.train_cpu_seconds}
+        wall, cpu = self.train_seconds, self.train_cpu_seconds
+        if self._epoch_start is not None:
+            # A mid-epoch checkpoint (on_exception.ckpt when stopped): its share of the
+            # epoch so far; the resumed run's clock starts again with the epoch's rest.
+            wall += time.perf_counter() - self._epoch_start[0]
+            cpu += time.process_time() - self._epoch_start[1]
+        return {"train_seconds": wall, "train_cpu_seconds": cpu}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_seconds = float(state_dict.get("train_seconds", 0.0))
