@@ -33,7 +33,7 @@ curve (~65 points of 1000 x 1000 samples, ~40 s each) and the final test (10,000
 lr 1.9e-4) costs 1/9 of the training: ~2.4 CPU-h for the VAE, ~55 CPU-h for all ten
 runs; a later ``--max-epochs 3280`` continues the same runs to the full schedule.
 
-    .venv/bin/python benchmarks/study_converged.py --background   # detach; log in <runs-dir>/driver.log
+    .venv/bin/python benchmarks/study_converged.py --background   # detached; <runs-dir>/driver.log
     .venv/bin/python benchmarks/study_converged.py                # in the foreground
     .venv/bin/python benchmarks/study_converged.py --report       # only the tables and figure
     .venv/bin/python benchmarks/study_converged.py --only none_seed1 --max-epochs 364

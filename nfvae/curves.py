@@ -76,7 +76,8 @@ class NLLCurveLogger(pl.Callback):
 
     def __init__(self, every_n_epochs: int = 50, num_examples: int = 1000,
                  num_samples: int = 1000, at_epochs: Sequence[int] = (), split: str = "test",
-                 batch_size: int = 100, file: str = CURVE_FILE):
+                 batch_size: int = 100, file: str = CURVE_FILE,
+                 max_batch_samples: int = 2**14):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
@@ -87,6 +88,9 @@ class NLLCurveLogger(pl.Callback):
         self.num_examples, self.num_samples = int(num_examples), int(num_samples)
         self.at_epochs = {int(e) for e in at_epochs}
         self.split, self.batch_size, self.file = split, int(batch_size), file
+        # Samples per decoder pass: 2^14 keeps scoring within the training run's memory
+        # (2^16, the evaluation default, adds ~600 MiB of transient peak for 784 pixels).
+        self.max_batch_samples = int(max_batch_samples)
         self.train_seconds = 0.0
         self.train_cpu_seconds = 0.0
         self.last_epoch_seconds = 0.0
@@ -172,8 +176,8 @@ class NLLCurveLogger(pl.Callback):
             for start in range(0, len(x_all), self.batch_size):
                 x = x_all[start:start + self.batch_size].to(pl_module.device)
                 index = torch.arange(start, start + len(x))
-                nll_sum += float(example_nll(model, x, index, self.num_samples, seed)
-                                 .double().sum())
+                nll_sum += float(example_nll(model, x, index, self.num_samples, seed,
+                                             self.max_batch_samples).double().sum())
                 elbo_sum += float(example_elbo(model, x, index, seed)["neg_elbo"]
                                   .double().sum())
         finally:
