@@ -332,8 +332,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         write_report(runs_dir, args.max_epochs)
         return
+    import logging
+
     from common import data_dir, pin_threads
 
+    # nfvae's own messages (which checkpoint a run resumes from) reach driver.log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     pin_threads()
     data = data_dir(args.data_dir)
     lock = hold_lock(runs_dir)  # noqa: F841  (held until exit)
