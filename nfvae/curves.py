@@ -127,6 +127,8 @@ class NLLCurveLogger(pl.Callback):
         self._maybe_score(trainer, pl_module)
 
     def should_score(self, trainer: pl.Trainer) -> bool:
+        if trainer.fast_dev_run:
+            return False  # a smoke run, like Lightning's checkpoints and loggers there
         done = trainer.current_epoch + 1
         last = trainer.max_epochs is not None and done == trainer.max_epochs
         return done % self.every_n_epochs == 0 or done in self.at_epochs or last

@@ -67,6 +67,8 @@ def test_experiment_runs_one_step(name, compose_cfg, data_dir):
     ])
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/neg_elbo"])
+    # A smoke run does not wait for a curve point (1000 images x 1000 samples).
+    assert not (Path(cfg.paths.output_dir) / "test_curve.jsonl").exists()
 
 
 def test_lr_stages_and_test_curve_through_a_resume(compose_cfg, data_dir, tmp_path):
