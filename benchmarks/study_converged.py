@@ -171,6 +171,7 @@ def health(curve: list[dict], run_dir: Path) -> dict:
         "checkpoint_dir_mb": sum(p.stat().st_size for p in (run_dir / "checkpoints").glob("*")
                                  if p.is_file()) / 2**20,
         "curve_scoring_seconds": sum(p["score_seconds"] for p in curve),
+        "validation_and_figure_seconds": curve[-1].get("validation_and_figure_seconds"),
         "train_cpu_hours": curve[-1]["train_cpu_seconds"] / 3600,
         "train_wall_hours": curve[-1]["train_seconds"] / 3600,
     }
@@ -230,8 +231,9 @@ def write_report(runs_dir: Path, max_epochs: int) -> None:
     lines += ["", "Long-run health (per run): seconds per epoch at start/middle/end, RSS, "
               "event files and checkpoints.", "",
               "| run | epochs | s/epoch start, mid, end | RSS MiB first, last (peak) "
-              "| events MiB | tensorboard dir MiB | checkpoints MiB | curve scoring s |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| events MiB | tensorboard dir MiB | checkpoints MiB | curve scoring s "
+              "| validation + figures s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         h = r["health"]
         if not h:
@@ -241,7 +243,8 @@ def write_report(runs_dir: Path, max_epochs: int) -> None:
             f"| {', '.join(f'{s:.1f}' for s in h['epoch_seconds_start_mid_end'])} "
             f"| {h['rss_mb_first_last'][0]:.0f}, {h['rss_mb_first_last'][1]:.0f} "
             f"({h['peak_rss_mb']:.0f}) | {h['event_mb']:.2f} | {h['tensorboard_dir_mb']:.2f} "
-            f"| {h['checkpoint_dir_mb']:.1f} | {h['curve_scoring_seconds']:.0f} |")
+            f"| {h['checkpoint_dir_mb']:.1f} | {h['curve_scoring_seconds']:.0f} "
+            f"| {h.get('validation_and_figure_seconds') or 0:.0f} |")
     (RESULTS / "converged.md").write_text("\n".join(lines) + "\n")
     draw_curves(runs, RESULTS / "converged_nll_vs_cpu.png")
 

@@ -14,7 +14,8 @@ count. Each point goes to TensorBoard (``test_curve/nll`` and ``test_curve/neg_e
 against the epoch, ``test_curve/nll_vs_train_seconds`` against the training
 seconds) and, as one JSON line, to ``test_curve.jsonl`` in the run folder, with the
 run's health figures (resident memory, event-file and checkpoint-folder sizes,
-seconds per epoch), so the growth of a long run can be read without TensorBoard.
+seconds per epoch, the seconds spent in validation and the figures drawn after it), so
+the growth of a long run can be read without TensorBoard.
 A run killed after its last checkpoint repeats some epochs when resumed; readers
 keep the last line of each epoch.
 """
@@ -94,6 +95,10 @@ class NLLCurveLogger(pl.Callback):
         self.train_seconds = 0.0
         self.train_cpu_seconds = 0.0
         self.last_epoch_seconds = 0.0
+        # Validation plus the figure callbacks that draw at its end (they run before this
+        # one, which the protocol lists last), summed over the run: what figures cost.
+        self.validation_seconds = 0.0
+        self._validation_start: float | None = None
         self._epoch_start: tuple[float, float] | None = None
         self._scored_epoch = -1
         self._epoch_lr: float | None = None
@@ -115,10 +120,14 @@ class NLLCurveLogger(pl.Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._stop_clock()
+            self._validation_start = time.perf_counter()
 
     # -- scoring: at validation's end, so the epoch's checkpoint (saved right after)
     # -- holds the clock and the point is not repeated on resume ----------------------
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if self._validation_start is not None:
+            self.validation_seconds += time.perf_counter() - self._validation_start
+            self._validation_start = None
         if not trainer.sanity_checking:
             self._maybe_score(trainer, pl_module)
 
@@ -146,6 +155,7 @@ class NLLCurveLogger(pl.Callback):
             "epoch": epoch + 1, "step": trainer.global_step, "nll": nll, "neg_elbo": neg_elbo,
             "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
             "epoch_seconds": self.last_epoch_seconds,
+            "validation_and_figure_seconds": self.validation_seconds,
             "score_seconds": time.perf_counter() - started,
             "lr": self._epoch_lr, "rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb(),
             "event_bytes": folder_bytes(trainer.log_dir or trainer.default_root_dir,
@@ -194,11 +204,13 @@ class NLLCurveLogger(pl.Callback):
             # epoch so far; the resumed run's clock starts again with the epoch's rest.
             wall += time.perf_counter() - self._epoch_start[0]
             cpu += time.process_time() - self._epoch_start[1]
-        return {"train_seconds": wall, "train_cpu_seconds": cpu}
+        return {"train_seconds": wall, "train_cpu_seconds": cpu,
+                "validation_seconds": self.validation_seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_seconds = float(state_dict.get("train_seconds", 0.0))
         self.train_cpu_seconds = float(state_dict.get("train_cpu_seconds", 0.0))
+        self.validation_seconds = float(state_dict.get("validation_seconds", 0.0))
 
 
 def _tensorboard(trainer: pl.Trainer):

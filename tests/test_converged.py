@@ -98,6 +98,9 @@ def test_lr_stages_and_test_curve_through_a_resume(compose_cfg, data_dir, tmp_pa
     seconds = [p["train_seconds"] for p in points]
     assert all(b > a for a, b in zip(seconds, seconds[1:])), seconds  # the clock resumed
     assert all(p["train_cpu_seconds"] > 0 and p["rss_mb"] > 0 for p in points)
+    # Validation and the figures drawn at its end (epoch 1, and the last) are counted.
+    figure_seconds = [p["validation_and_figure_seconds"] for p in points]
+    assert figure_seconds[0] > 0 and all(b >= a for a, b in zip(figure_seconds, figure_seconds[1:]))
     nll = {e.step: e.value for e in read_events(run).Scalars("test_curve/nll")}
     assert sorted(nll) == [1, 2, 4, 6]
     assert nll[6] == pytest.approx(points[-1]["nll"], rel=1e-6)
