@@ -104,6 +104,11 @@ class NLLCurveLogger(pl.Callback):
         self._epoch_lr: float | None = None
 
     # -- compute spent training ---------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A run resumed mid-epoch (from on_exception.ckpt) gets no on_train_epoch_start
+        # for the rest of that epoch: its clock starts here.
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_start = (time.perf_counter(), time.process_time())
         self._epoch_lr = _learning_rate(trainer)  # the epoch's rate, before the scheduler steps
