@@ -119,11 +119,12 @@ class FlowVAEModule(pl.LightningModule):
         data: dict[str, Any] | None = None,
         skip_nonfinite: bool = False,
         eval_noise_seed: int = 0,
+        scheduler: dict[str, Any] | None = None,
     ):
         super().__init__()
         # Plain containers, so checkpoints load with torch.load(weights_only=True).
-        data_shape, model, flow, optimizer, objective, data = map(
-            to_plain, (data_shape, model, flow, optimizer, objective, data))
+        data_shape, model, flow, optimizer, objective, data, scheduler = map(
+            to_plain, (data_shape, model, flow, optimizer, objective, data, scheduler))
         self.save_hyperparameters()
         self.model = build_model(tuple(data_shape), model, flow)
         objective = objective or {}
@@ -310,7 +311,16 @@ class FlowVAEModule(pl.LightningModule):
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
 
     def configure_optimizers(self):
-        return instantiate(self.hparams.optimizer)(params=self.parameters())
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        settings = dict(self.hparams.get("scheduler") or {})
+        if not settings:
+            return optimizer
+        # interval: "epoch" (stepped after each epoch) or "step"; the rest builds it.
+        interval = settings.pop("interval", "epoch")
+        scheduler = instantiate(settings)(optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": interval,
+                                 "name": "train/lr"}}
 
 
 _NONFINITE_ADVICE = (

@@ -7,8 +7,24 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+#: Hidden-layer nonlinearities by config name (Burda et al. 2016 use tanh).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+}
 
-def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
+
+def _activation(activation: str | type[nn.Module]) -> type[nn.Module]:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of "
+                             f"{sorted(ACTIVATIONS)}")
+        return ACTIVATIONS[activation]
+    return activation
+
+
+def _mlp(sizes: Sequence[int], activation: str | type[nn.Module]) -> nn.Sequential:
+    activation = _activation(activation)
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), activation()]
@@ -26,7 +42,7 @@ class MLPEncoder(nn.Module):
     """x (B, *data_shape) -> context features (B, hidden_dims[-1])."""
 
     def __init__(self, data_shape: Sequence[int], hidden_dims: Sequence[int] = (300, 300),
-                 activation: type[nn.Module] = nn.ReLU):
+                 activation: str | type[nn.Module] = nn.ReLU):
         super().__init__()
         hidden = _check_hidden(hidden_dims)
         self.net = _mlp([math.prod(data_shape), *hidden], activation)
@@ -40,7 +56,8 @@ class MLPDecoder(nn.Module):
     """z (N, D) -> likelihood parameters (N, num_params, *data_shape)."""
 
     def __init__(self, latent_dim: int, data_shape: Sequence[int], num_params: int = 1,
-                 hidden_dims: Sequence[int] = (300, 300), activation: type[nn.Module] = nn.ReLU):
+                 hidden_dims: Sequence[int] = (300, 300),
+                 activation: str | type[nn.Module] = nn.ReLU):
         super().__init__()
         hidden = _check_hidden(hidden_dims)
         self.data_shape = tuple(data_shape)
