@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,13 @@ class RunFolderCheckpoint(ModelCheckpoint):
     would then write ``last-v1.ckpt`` beside the copied ``last.ckpt``. Here the
     recorded paths are moved into this folder before Lightning restores them.
     """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            # A fresh run into a folder with checkpoints is refused (resolve_resume), so
+            # a non-empty folder here is a resumed run's own.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* not empty")
+            super().setup(trainer, pl_module, stage)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath")

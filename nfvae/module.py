@@ -191,7 +191,7 @@ class FlowVAEModule(pl.LightningModule):
             # The step still logs its (non-finite) figures: a step that logs nothing
             # makes Lightning repeat the previous step's values.
             self._nonfinite_loss = message
-        # Only on the steps the logger writes: each self.log costs Lightning ~0.3 ms
+        # Only on the steps the logger writes: each self.log costs Lightning ~0.5 ms
         # (benchmarks/bench_logging.py). The progress bar shows every step's loss
         # itself (nfvae.progress.LiveLossProgressBar).
         if logger_writes_this_step(self.trainer):
