@@ -50,11 +50,12 @@ STOP_KEY = "nfvae_stopped_by"
 VALIDATION_KEY = "nfvae_validation_metrics"
 
 
-def record_validation_metrics(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> None:
+def record_validation_metrics(trainer: pl.Trainer | None, checkpoint: dict[str, Any]) -> None:
     """Keep the latest ``val/*`` figures in the checkpoint: a run resumed after its
     training had ended validates nothing, yet reports them (the HParams metrics)."""
+    metrics = trainer.callback_metrics if trainer is not None else {}
     checkpoint[VALIDATION_KEY] = {
-        k: float(v) for k, v in trainer.callback_metrics.items()
+        k: float(v) for k, v in metrics.items()
         if k.startswith("val/") and torch.is_tensor(v) and v.numel() == 1}
 
 #: Hyperparameters that may change on resume: they steer training, not the shape or
@@ -343,8 +344,9 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
     """``on_exception.ckpt`` when training stops on an exception (SIGTERM, Ctrl-C, a
     non-finite loss), taken only at a state a run can resume from:
 
-    * while fitting: during ``trainer.test`` the module holds the best weights next
-      to the final training state, which no run should continue from;
+    * while fitting, after at least one step of this run: during ``trainer.test`` the
+      module holds the best weights next to the final training state, which no run
+      should continue from; before a step, the state is the one the run started from;
     * not inside a validation: Lightning resumes such a state with the rest of that
       validation skipped, so its metrics, figures and checkpoint would be lost. A
       SIGTERM that arrives there is held until the validation has ended (metrics,
@@ -359,6 +361,10 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
         super().__init__(dirpath, filename)
         self._stopped_by: dict[str, Any] | None = None
         self._held_sigterm = False
+        self._started_at: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started_at = trainer.global_step
 
     def _in_fit_validation(self, trainer: pl.Trainer) -> bool:
         return trainer.state.fn == TrainerFn.FITTING and (trainer.validating
@@ -379,6 +385,8 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
                      exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.FITTING or self._in_fit_validation(trainer):
             return
+        if self._started_at is None or trainer.global_step == self._started_at:
+            return  # nothing trained since the start: the state is the initial or resumed one
         first_line = (str(exception).splitlines() or [""])[0]
         self._stopped_by = {"error": type(exception).__name__, "message": first_line[:500],
                             "nonfinite": isinstance(exception, FloatingPointError),

@@ -301,7 +301,7 @@ class FlowVAEModule(pl.LightningModule):
             states = [None] * world
             dist.all_gather_object(states, rng_state())
         checkpoint[STATE_KEY] = {"rng": states, "skipped_nonfinite": self.skipped_nonfinite}
-        record_validation_metrics(self.trainer, checkpoint)
+        record_validation_metrics(self._trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before Lightning loads the optimizer state: the configured settings apply.

@@ -102,7 +102,7 @@ class ToyDensityModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
-        record_validation_metrics(self.trainer, checkpoint)
+        record_validation_metrics(self._trainer, checkpoint)
 
     # -- the loop ------------------------------------------------------------------
     def losses(self, batch: Tensor) -> dict[str, Tensor]:
