@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up (once) and run the test suite; extra arguments go to pytest.
+# Set up (once) and run the test suite without the tests marked slow. Extra arguments
+# go to pytest: `scripts/test.sh -m slow` runs only the slow ones, `-m ""` everything.
+# Tests that need the benchmark datasets read $NFVAE_DATA_DIR, else ./data (as
+# training does), and skip naming `python -m nfvae.data.fetch` when a dataset is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NFVAE_DATA_DIR="${NFVAE_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -m "not slow" "$@"

@@ -7,31 +7,43 @@ from pathlib import Path
 
 import pytest
 
+from nfvae.data.layout import MARKERS, fetch_command
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
 def shared_data_dir() -> Path:
-    """../shared/data beside the checkout, or NFVAE_DATA_DIR."""
-    return Path(os.environ.get("NFVAE_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
+    """The benchmark data folder: $NFVAE_DATA_DIR, else ./data of the checkout, the
+    same default as training's data.data_dir and `python -m nfvae.data.fetch`."""
+    return Path(os.environ.get("NFVAE_DATA_DIR", ROOT / "data")).resolve()
+
+
+def skip_missing(name: str, missing: Path) -> None:
+    """Skip, naming the command that fetches dataset ``name`` ("all": every one)."""
+    pytest.skip(f"benchmark data not found at {missing}: run "
+                f"`{fetch_command(name, shared_data_dir())}` on a machine with internet, "
+                "or set NFVAE_DATA_DIR to a folder that holds it")
 
 
 @pytest.fixture
 def data_dir() -> Path:
     path = shared_data_dir()
-    if not (path / "MNIST" / "raw").is_dir():
-        pytest.skip(f"shared benchmark data not found at {path}")
+    if not (path / MARKERS["mnist"]).is_dir():
+        skip_missing("all", path)
     return path
 
 
 @pytest.fixture
 def shared_file(data_dir):
-    """shared_file("a/b.npz") -> that file under the shared data folder, or skip the test."""
+    """shared_file("a/b.npz") -> that file (or folder) under the data folder, or skip."""
 
     def _shared_file(relative: str) -> Path:
         path = data_dir / relative
-        if not path.is_file():
-            pytest.skip(f"{path} not found")
+        if not path.exists():
+            name = next((n for n, marker in MARKERS.items()
+                         if marker.split("/")[0] == relative.split("/")[0]), "all")
+            skip_missing(name, path)
         return path
 
     return _shared_file

@@ -16,7 +16,7 @@ def npz_path(shared_file):
 
 
 def test_splits_shapes_and_values_equal_the_file(npz_path, compose_cfg, data_dir):
-    cfg = compose_cfg(["data=binarized_mnist", f"paths.data_dir={data_dir}"])
+    cfg = compose_cfg(["data=binarized_mnist", f"data.data_dir={data_dir}"])
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     assert datamodule.data_shape == (1, 28, 28)
@@ -47,3 +47,8 @@ def test_missing_file_names_the_path(tmp_path):
     datamodule = BinarizedMNISTDataModule(path=str(tmp_path / "nowhere" / "bm.npz"))
     with pytest.raises(DataNotFoundError, match="nowhere/bm.npz"):
         datamodule.setup()
+    datamodule = BinarizedMNISTDataModule(data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(DataNotFoundError,
+                       match="nowhere/binarized_mnist/binarized_mnist.npz") as error:
+        datamodule.setup()
+    assert "python -m nfvae.data.fetch binarized_mnist" in str(error.value)

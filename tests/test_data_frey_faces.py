@@ -16,7 +16,7 @@ def npz_path(shared_file):
 
 
 def test_split_sizes_shape_range_and_coverage(npz_path, compose_cfg, data_dir):
-    cfg = compose_cfg(["data=frey_faces", f"paths.data_dir={data_dir}"])
+    cfg = compose_cfg(["data=frey_faces", f"data.data_dir={data_dir}"])
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     assert datamodule.data_shape == (1, 28, 20)
@@ -49,3 +49,6 @@ def test_bad_sizes_and_missing_file_are_reported(tmp_path):
         FreyFacesDataModule(path="x.npz", train_size=1500)
     with pytest.raises(DataNotFoundError, match="missing/freyfaces.npz"):
         FreyFacesDataModule(path=str(tmp_path / "missing" / "freyfaces.npz")).setup()
+    with pytest.raises(DataNotFoundError, match="missing/frey_faces/freyfaces.npz") as error:
+        FreyFacesDataModule(data_dir=str(tmp_path / "missing")).setup()
+    assert "python -m nfvae.data.fetch frey_faces" in str(error.value)

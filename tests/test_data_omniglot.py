@@ -11,11 +11,12 @@ from nfvae.data import DataNotFoundError, OmniglotDataModule
 
 @pytest.fixture
 def omniglot_dir(shared_file):
-    return shared_file("omniglot/images_background.npz").parent
+    """The data folder (the root that holds omniglot/), once the files are there."""
+    return shared_file("omniglot/images_background.npz").parent.parent
 
 
-def test_split_sizes_shapes_and_binarization(omniglot_dir, compose_cfg, data_dir):
-    cfg = compose_cfg(["data=omniglot", f"paths.data_dir={data_dir}"])
+def test_split_sizes_shapes_and_binarization(omniglot_dir, compose_cfg):
+    cfg = compose_cfg(["data=omniglot", f"data.data_dir={omniglot_dir}"])
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     assert datamodule.data_shape == (1, 28, 28)
@@ -44,6 +45,16 @@ def test_split_is_seeded_and_image_size_is_a_setting(omniglot_dir):
     assert small.split("val")[0].shape == (100, 1, 14, 14)
 
 
-def test_missing_folder_names_the_path(tmp_path):
-    with pytest.raises(DataNotFoundError, match="empty/images_background.npz"):
+def test_missing_folder_names_the_path_and_the_fetch_command(tmp_path):
+    with pytest.raises(DataNotFoundError, match="empty/omniglot/images_background.npz") as error:
         OmniglotDataModule(data_dir=str(tmp_path / "empty")).setup()
+    assert f"python -m nfvae.data.fetch omniglot --data-dir {tmp_path / 'empty'}" in str(
+        error.value)
+
+
+def test_a_recorded_omniglot_folder_still_reads(omniglot_dir):
+    """Checkpoints from before data_dir meant the data root recorded the omniglot folder
+    itself as data_dir; evaluating them must still find the files."""
+    old = OmniglotDataModule(data_dir=str(omniglot_dir / "omniglot"), binarize="none")
+    new = OmniglotDataModule(data_dir=str(omniglot_dir), binarize="none")
+    assert torch.equal(old.split("val")[0], new.split("val")[0])

@@ -198,6 +198,7 @@ def _actnorm_rank(rank: int, world: int, init_file: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_actnorm_initialises_from_all_ranks_batches_under_ddp(tmp_path):
     """DDP broadcasts parameters only when it wraps the model: ActNorm's data-dependent
     initialisation must give every rank the same parameters, those of the union."""

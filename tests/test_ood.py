@@ -96,10 +96,10 @@ def test_unknown_or_missing_ood_data_is_refused(digits_checkpoint, compose_cfg, 
         run_ood(compose_cfg, tmp_path, digits_checkpoint, [])
 
 
-def test_eval_cli_mnist_against_omniglot(data_dir, tmp_path):
+@pytest.mark.slow
+def test_eval_cli_mnist_against_omniglot(data_dir, shared_file, tmp_path):
     """The documented command, through eval.py, on the real datasets."""
-    if not (data_dir / "omniglot" / "images_background.npz").is_file():
-        pytest.skip("Omniglot not in the shared data")
+    shared_file("omniglot/images_background.npz")
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -204,6 +204,7 @@ def test_unknown_or_wrong_toy_setups_fail_early(compose_cfg, tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_u1_with_32_planar_layers_reaches_kl_below_0_1(compose_cfg, tmp_path):
     """Rezende & Mohamed's U1 with K = 32 planar layers: 1200 annealed steps (15-30 s);
     it reaches ~0.03 nats (a full run of the experiment, 3000 steps, ~0.01)."""
@@ -215,6 +216,7 @@ def test_u1_with_32_planar_layers_reaches_kl_below_0_1(compose_cfg, tmp_path):
     assert metrics["test/kl"] < 0.1, metrics
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("spline" not in INVERTIBLE, reason="no spline flow registered")
 def test_two_moons_with_spline_flow_reaches_kl_below_0_1(compose_cfg, tmp_path):
     """Two moons by maximum likelihood, 4 spline-coupling layers, 1580 steps (10-20 s);

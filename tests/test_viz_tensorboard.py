@@ -112,6 +112,7 @@ def test_hparams_plugin_has_the_config_and_final_metrics(vae_run):
     assert final == pytest.approx(metrics["test/nll"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_visualize_cli_writes_pngs_and_gif(vae_run, tmp_path):
     out, _, _ = vae_run
     result = subprocess.run(

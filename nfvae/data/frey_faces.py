@@ -15,17 +15,22 @@ import torch
 from torch import Tensor
 
 from nfvae.data.base import TensorDataModule, seeded_split
+from nfvae.data.layout import FREY_FACES, not_found_hint
 from nfvae.data.mnist import DataNotFoundError
 
 NUM_FACES = 1965
 
 
 class FreyFacesDataModule(TensorDataModule):
-    """``freyfaces.npz`` (key ``data``, (1965, 560) uint8) as (N, 1, 28, 20) in [0, 1]."""
+    """``freyfaces.npz`` (key ``data``, (1965, 560) uint8) as (N, 1, 28, 20) in [0, 1].
+
+    Reads ``<data_dir>/frey_faces/freyfaces.npz``; ``path`` names the file itself
+    instead (checkpoints written before ``data_dir`` recorded it that way).
+    """
 
     data_shape = (1, 28, 20)
 
-    def __init__(self, path: str = "data/frey_faces/freyfaces.npz", train_size: int = 1565,
+    def __init__(self, data_dir: str = "data", path: str | None = None, train_size: int = 1565,
                  val_size: int = 200, test_size: int = 200, split_seed: int = 123,
                  binarize: str = "none", **kwargs):
         super().__init__(binarize=binarize, **kwargs)
@@ -33,15 +38,15 @@ class FreyFacesDataModule(TensorDataModule):
                                                                 test_size) < 1:
             raise ValueError(f"Frey Faces has {NUM_FACES} images; train/val/test sizes "
                              f"{train_size}/{val_size}/{test_size} must be >= 1 and add up to it")
-        self.path = Path(path)
+        self.data_dir = str(data_dir)
+        self.path = Path(path) if path is not None else Path(data_dir) / FREY_FACES
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.split_seed = split_seed
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         if not self.path.is_file():
-            raise DataNotFoundError(
-                f"Frey Faces not found at {self.path.resolve()}; set data.path (or "
-                "paths.data_dir / NFVAE_DATA_DIR) to a folder holding frey_faces/freyfaces.npz")
+            raise DataNotFoundError(f"Frey Faces not found at {self.path.resolve()}; "
+                                    + not_found_hint("frey_faces", self.data_dir))
         with np.load(self.path, allow_pickle=False) as archive:
             faces = archive["data"]
         if faces.shape != (NUM_FACES, 560):

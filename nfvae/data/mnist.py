@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import Tensor
 
 from nfvae.data.base import TensorDataModule, seeded_split
+from nfvae.data.layout import MNIST_RAW, fetch_command
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -32,11 +33,12 @@ class MNISTDataModule(TensorDataModule):
         except RuntimeError as error:
             if self.download:
                 raise
-            raw = Path(self.data_dir) / "MNIST" / "raw"
+            raw = Path(self.data_dir) / MNIST_RAW
             raise DataNotFoundError(
                 f"MNIST not found under {raw.resolve()} and data.download=false. "
-                f"Set data.data_dir to a folder holding MNIST/raw/*-ubyte (torchvision's "
-                f"layout), or allow data.download=true to fetch it there."
+                f"Set data.data_dir to a folder holding {MNIST_RAW}/*-ubyte (torchvision's "
+                f"layout), or allow data.download=true to fetch it there (or run "
+                f"`{fetch_command('mnist', self.data_dir)}`)."
             ) from error
 
     def prepare_data(self) -> None:

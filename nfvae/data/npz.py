@@ -91,13 +91,15 @@ class NpzDataModule(TensorDataModule):
         self._shape: tuple[int, int, int] | None = None
 
     # -- reading and checking the file --------------------------------------------------
+    def missing_file_message(self) -> str:
+        return (f"{type(self).__name__}: no file at {self.path.resolve()}; set data.path "
+                "to where the .npz lies")
+
     def _read(self) -> dict[str, np.ndarray]:
         if self._arrays is not None:
             return self._arrays
         if not self.path.is_file():
-            raise DataNotFoundError(
-                f"{type(self).__name__}: no file at {self.path.resolve()}; set data.path "
-                "(or paths.data_dir / NFVAE_DATA_DIR) to where the .npz lies")
+            raise DataNotFoundError(self.missing_file_message())
         try:
             with np.load(self.path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}

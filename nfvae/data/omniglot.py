@@ -21,23 +21,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nfvae.data.base import TensorDataModule, seeded_split
+from nfvae.data.layout import OMNIGLOT, OMNIGLOT_FILES, not_found_hint
 from nfvae.data.mnist import DataNotFoundError
 
-FILES = ("images_background.npz", "images_evaluation.npz")
+FILES = OMNIGLOT_FILES
 TOTAL_IMAGES = 32460
 
 
 @functools.lru_cache(maxsize=2)
-def load_downsampled(data_dir: str, image_size: int) -> tuple[Tensor, Tensor]:
-    """All Omniglot images, stroke = 1, as (N, 1, size, size) floats; cached per process
-    because decoding and resizing 32k images costs seconds."""
+def load_downsampled(folder: str, image_size: int) -> tuple[Tensor, Tensor]:
+    """All Omniglot images of ``folder`` (which holds ``FILES``), stroke = 1, as
+    (N, 1, size, size) floats; cached per process because decoding and resizing 32k
+    images costs seconds."""
     images, labels, offset = [], [], 0
     for name in FILES:
-        path = Path(data_dir) / name
+        path = Path(folder) / name
         if not path.is_file():
-            raise DataNotFoundError(
-                f"Omniglot not found: no {path.resolve()}; set data.data_dir (or "
-                f"paths.data_dir / NFVAE_DATA_DIR) to a folder holding {' and '.join(FILES)}")
+            raise DataNotFoundError(f"Omniglot not found: no {path.resolve()}")
         with np.load(path, allow_pickle=False) as archive:
             strokes = ~archive["images"]  # True = background in the files
             chars = archive["labels"]
@@ -52,9 +52,12 @@ def load_downsampled(data_dir: str, image_size: int) -> tuple[Tensor, Tensor]:
 
 
 class OmniglotDataModule(TensorDataModule):
-    """Seeded IWAE-sized split of all 32,460 Omniglot images, downsampled to 28x28."""
+    """Seeded IWAE-sized split of all 32,460 Omniglot images, downsampled to 28x28.
 
-    def __init__(self, data_dir: str = "data/omniglot", image_size: int = 28,
+    Reads ``<data_dir>/omniglot/images_{background,evaluation}.npz``.
+    """
+
+    def __init__(self, data_dir: str = "data", image_size: int = 28,
                  train_size: int = 24345, test_size: int = 8070, val_size: int = 1345,
                  split_seed: int = 0, binarize: str = "dynamic", **kwargs):
         super().__init__(binarize=binarize, **kwargs)
@@ -70,10 +73,23 @@ class OmniglotDataModule(TensorDataModule):
                       "unused": TOTAL_IMAGES - train_size - test_size}
         self.split_seed = split_seed
 
+    def folder(self) -> Path:
+        folder = Path(self.data_dir) / OMNIGLOT
+        # Checkpoints written before data_dir meant the data root recorded the omniglot
+        # folder itself; they still evaluate.
+        if not (folder / FILES[0]).is_file() and (Path(self.data_dir) / FILES[0]).is_file():
+            return Path(self.data_dir)
+        return folder
+
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
-        x, y = load_downsampled(self.data_dir, self.data_shape[-1])
+        folder = self.folder()
+        try:
+            x, y = load_downsampled(str(folder), self.data_shape[-1])
+        except DataNotFoundError as error:
+            raise DataNotFoundError(f"{error}; {not_found_hint('omniglot', self.data_dir)}"
+                                    ) from None
         if len(x) != TOTAL_IMAGES:
-            raise ValueError(f"expected {TOTAL_IMAGES} Omniglot images in {self.data_dir}, "
+            raise ValueError(f"expected {TOTAL_IMAGES} Omniglot images in {folder}, "
                              f"found {len(x)}")
         splits = seeded_split(x, y, self.sizes, self.split_seed)
         splits.pop("unused")
