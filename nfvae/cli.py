@@ -112,6 +112,7 @@ def user_message(error: BaseException) -> str | None:
     """The message of an expected user error, or None for anything else (a bug)."""
     # Imported here: by the time an error is raised the command has loaded these.
     from hydra.errors import InstantiationException
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from nfvae.checkpoints import CheckpointError
     from nfvae.data import DataNotFoundError, NpzFormatError
@@ -121,11 +122,12 @@ def user_message(error: BaseException) -> str | None:
 
     expected = (ConfigError, CheckpointError, DataNotFoundError, NpzFormatError,
                 NonFiniteLossError, OutputDirError, FileNotFoundError, FileExistsError,
-                NotADirectoryError, IsADirectoryError, PermissionError)
+                NotADirectoryError, IsADirectoryError, PermissionError,
+                MisconfigurationException)
     if isinstance(error, expected):
         return str(error)
     if isinstance(error, InstantiationException) and isinstance(
-            error.__cause__, (ValueError, TypeError)):
+            error.__cause__, (ValueError, TypeError, MisconfigurationException)):
         # A constructor refused a configured value; Hydra's wrapper adds only noise.
         key = re.search(r"full_key: (\S+)", str(error))
         return str(error.__cause__) + (f" (in {key.group(1)})" if key else "")
@@ -158,10 +160,13 @@ def remove_failed_start(run_dir: Path, log_file: Path) -> bool:
             logging.getLogger().removeHandler(handler)
             handler.close()
     shutil.rmtree(run_dir, ignore_errors=True)
+    # Hydra's default run folder is outputs/<date>/<time>: drop what is left empty.
     parent = run_dir.parent
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name) and parent.is_dir() \
-            and not any(parent.iterdir()):
-        parent.rmdir()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name):
+        for folder in (parent, parent.parent):
+            if folder.name in (parent.name, "outputs") and folder.is_dir() \
+                    and not any(folder.iterdir()):
+                folder.rmdir()
     return True
 
 
