@@ -6,7 +6,7 @@ The tab reads as one table of trials when
   ticks the first ``SHOWN`` hparams, taking first those the experiment marks as
   ``differs``; so the settings the user chose on the command line (a sweep's
   varied settings among them) are marked first, then the flow family, the number
-  of layers, the latent size and the dataset, up to ``SHOWN``;
+  of layers, the latent size, the dataset and the learning rate, up to ``SHOWN``;
 * each trial is named by its command-line overrides (``flow=planar``) rather than
   its folder (``0/tensorboard``);
 * Hydra's plumbing (``_target_``, ``_partial_``, ...) is left out; the dataset and
@@ -29,7 +29,7 @@ from nfvae.config import to_plain
 #: TensorBoard's HParams tab ticks this many hparams by default.
 SHOWN = 5
 #: Always worth a column: what the model is (after the user's own choices).
-KEY_SETTINGS = ("flow.name", "flow.num_layers", "model.latent_dim", "data.name")
+KEY_SETTINGS = ("flow.name", "flow.num_layers", "model.latent_dim", "data.name", "optimizer.lr")
 #: Hydra's instantiation keys; they say how a config is built, not what it is.
 PLUMBING = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 #: Groups whose Hydra choice names the part (data=digits -> data.name: digits).
@@ -114,7 +114,8 @@ def shown_hparams(hparams: Mapping[str, Any], overrides: Iterable[str]) -> list[
     shown: list[str] = []
     for key, _ in user_settings(overrides):
         # A group choice (flow=planar) is shown by its name (flow.name).
-        for candidate in (key, f"{key.replace('/', '.')}.name"):
+        dotted = key.replace("/", ".")
+        for candidate in (key, dotted, f"{dotted}.name"):
             if candidate in hparams and candidate not in shown:
                 shown.append(candidate)
                 break
