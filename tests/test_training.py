@@ -190,9 +190,10 @@ def test_evaluation_binarization_does_not_follow_the_run_seed():
 
 
 def test_hparams_include_module_settings_but_not_its_nested_groups(compose_cfg):
-    from nfvae.training import _flat_hparams
+    from nfvae.hparams import flat_hparams
 
-    flat = _flat_hparams(compose_cfg([]))
-    assert flat["module._target_"] == "nfvae.module.FlowVAEModule"
+    flat = flat_hparams(compose_cfg([]))
+    assert flat["module.test_num_samples"] == 100 and flat["module.skip_nonfinite"] is False
     assert flat["flow.name"] == "planar"
+    assert not any("_target_" in key or "_partial_" in key for key in flat)
     assert not any(key.startswith("module.model.") for key in flat)
