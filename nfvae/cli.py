@@ -141,10 +141,26 @@ def _paragraph(message: str, command: str) -> str:
 
 # -- run folders ---------------------------------------------------------------------
 
+def _empty_event_file(path: Path) -> bool:
+    """An event file holding no summary: a logger was made, nothing was logged."""
+    if not path.name.startswith("events.out.tfevents."):
+        return False
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    try:
+        return not any(event.HasField("summary") for event in EventFileLoader(str(path)).Load())
+    except Exception:  # noqa: BLE001 - unreadable: keep it, someone may want to look
+        return False
+
+
 def _holds_only_hydra_files(run_dir: Path, log_file: Path) -> bool:
+    """Nothing but Hydra's files, this command's log, empty folders, and what a logger
+    leaves before anything is logged (an empty event file, Lightning's hparams.yaml)."""
     for path in run_dir.rglob("*"):
         relative = path.relative_to(run_dir)
         if relative.parts[0] in HYDRA_FILES or path == log_file or path.is_dir():
+            continue
+        if path.name == "hparams.yaml" or _empty_event_file(path):
             continue
         return False
     return True

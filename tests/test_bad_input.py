@@ -165,8 +165,20 @@ def test_remove_failed_start_only_removes_hydra_files(tmp_path):
     (empty / ".hydra" / "config.yaml").write_text("seed: 1\n")
     (empty / "checkpoints").mkdir()
     (empty / "train.log").write_text("")
+    # A logger made before the failure, with nothing logged: not a run either.
+    from torch.utils.tensorboard import SummaryWriter
+
+    SummaryWriter(str(empty / "tensorboard")).close()
+    assert list((empty / "tensorboard").glob("events.out.tfevents.*"))
     assert remove_failed_start(empty, empty / "train.log")
     assert not (tmp_path / "outputs").exists()
+
+    logged = tmp_path / "logged"
+    (logged / ".hydra").mkdir(parents=True)
+    with SummaryWriter(str(logged / "tensorboard")) as writer:
+        writer.add_scalar("train/loss", 1.0, 0)
+    assert not remove_failed_start(logged, logged / "train.log")
+    assert list((logged / "tensorboard").glob("events.out.tfevents.*"))
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
