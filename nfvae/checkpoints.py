@@ -54,7 +54,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except pickle.UnpicklingError as error:
         # torch names the refused class only for a well-formed pickle of Python objects;
         # any other refusal ("Unsupported operand") is a file that is no pickle at all.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
         if refused:
             raise CheckpointError(
                 f"could not load checkpoint {path}: it holds Python objects ({refused.group(1)}) "
