@@ -27,8 +27,9 @@ class Result:
 def run_script(script: str, *args: str, cwd: Path, env: dict | None = None,
                timeout: float = 600) -> Result:
     """``python <script> args...`` from ``cwd`` (Hydra's outputs/ land there)."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    environment.pop("HYDRA_FULL_ERROR", None) if not (env or {}).get("HYDRA_FULL_ERROR") else None
+    # A developer's HYDRA_FULL_ERROR=1 would change what the user sees; tests set it.
+    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    environment.update({"OMP_NUM_THREADS": "1", **(env or {})})
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=timeout)
