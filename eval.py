@@ -8,7 +8,8 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from nfvae.cli import echo, register_resolvers, run_task
+from nfvae.cli import echo, run_task
+from nfvae.help import register_resolvers
 
 register_resolvers()
 

@@ -8,7 +8,8 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from nfvae.cli import register_resolvers, run_task
+from nfvae.cli import run_task
+from nfvae.help import register_resolvers
 
 log = logging.getLogger(__name__)
 register_resolvers()

@@ -9,7 +9,8 @@ latent points z_k for VAEs.
 import hydra
 from omegaconf import DictConfig
 
-from nfvae.cli import echo, register_resolvers, run_task
+from nfvae.cli import echo, run_task
+from nfvae.help import register_resolvers
 
 register_resolvers()
 

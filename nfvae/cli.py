@@ -11,7 +11,8 @@
   silenced; nothing else is.
 
 This module imports no torch, so that ``--help`` stays fast: the scripts import the
-heavy modules inside the work function they pass to ``run_task``.
+heavy modules inside the work function they pass to ``run_task``. (``--help`` itself:
+``nfvae.help``.)
 """
 
 from __future__ import annotations
@@ -26,12 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from omegaconf import OmegaConf
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: What Hydra writes into a run folder before the command's own work starts.
 HYDRA_FILES = (".hydra",)
 #: Exit status of a command stopped by an expected user error.
@@ -215,52 +213,3 @@ def run_task(work: Callable[[], T], command: str) -> T:
             raise
         print(_paragraph(message, command), file=sys.stderr)
         raise SystemExit(USER_ERROR_STATUS) from None
-
-
-# -- --help --------------------------------------------------------------------------
-
-def _public(name: str) -> bool:
-    return not name.startswith(("_", "."))
-
-
-def _group_options(folder: Path, prefix: str) -> list[tuple[str, list[str]]]:
-    """(group, options) of a folder: its own .yaml files make it a group whose nested
-    folders are groups too (model/likelihood); a folder of folders only is one group
-    whose options are paths (experiment=toy/u1)."""
-    options = sorted(p.stem for p in folder.glob("*.yaml") if _public(p.stem))
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and _public(p.name))
-    if not options:
-        paths = sorted(str(p.relative_to(folder).with_suffix(""))
-                       for p in folder.rglob("*.yaml")
-                       if all(_public(part) for part in p.relative_to(folder).parts))
-        return [(prefix, paths)] if paths else []
-    found = [(prefix, options)]
-    for sub in subfolders:
-        found += _group_options(sub, f"{prefix}/{sub.name}")
-    return found
-
-
-def pickable_groups(config_name: str, conf_dir: Path = CONF_DIR) -> str:
-    """The config groups a user of ``config_name`` (train, eval, visualize) can pick, one
-    line each (``group: option, ...``): the groups of its defaults list and the
-    groups nested in them; no private ``_*`` files, no other command's groups."""
-    defaults = OmegaConf.load(conf_dir / f"{config_name}.yaml").get("defaults") or []
-    groups = []
-    for entry in defaults:
-        if isinstance(entry, str) or not OmegaConf.is_dict(entry):
-            continue
-        for key in entry:
-            group = str(key).split("@")[0].removeprefix("override ").strip()
-            if group != "hydra" and (conf_dir / group).is_dir() and group not in groups:
-                groups.append(group)
-    lines = []
-    for group in sorted(groups):
-        for name, options in _group_options(conf_dir / group, group):
-            lines.append(f"{name}: {', '.join(options)}")
-    return "\n".join(lines)
-
-
-def register_resolvers() -> None:
-    """``${nfvae_groups:train}`` for the help template (conf/hydra/default.yaml)."""
-    if not OmegaConf.has_resolver("nfvae_groups"):
-        OmegaConf.register_new_resolver("nfvae_groups", pickable_groups)
