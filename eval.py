@@ -6,14 +6,27 @@
 import json
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from nfvae.cli import echo, run_task
+from nfvae.help import register_resolvers
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    results = instantiate(cfg.task)(cfg)
-    print(json.dumps(results, indent=2))
+    def work() -> None:
+        # Imported here, not at the top, so that --help answers without loading torch.
+        from hydra.utils import instantiate
+
+        from nfvae.validation import validate
+
+        validate(cfg)
+        results = instantiate(cfg.task)(cfg)
+        echo(json.dumps(results, indent=2))
+
+    run_task(work, "eval.py")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,24 @@ latent points z_k for VAEs.
 import hydra
 from omegaconf import DictConfig
 
-from nfvae.viz.report import visualize
+from nfvae.cli import echo, run_task
+from nfvae.help import register_resolvers
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
 def main(cfg: DictConfig) -> None:
-    for path in visualize(cfg):
-        print(path)
+    def work() -> None:
+        # Imported here, not at the top, so that --help answers without loading torch.
+        from nfvae.validation import validate
+        from nfvae.viz.report import visualize
+
+        validate(cfg)
+        for path in visualize(cfg):
+            echo(str(path))
+
+    run_task(work, "visualize.py")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
+        # torch names the refused class only for a well-formed pickle of Python objects;
+        # any other refusal ("Unsupported operand") is a file that is no pickle at all.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if refused:
             raise CheckpointError(
-                f"could not load checkpoint {path}: it holds Python objects other than "
-                "tensors and plain containers, which weights-only loading refuses to "
-                "unpickle (they could run code; see docs/scaling.md). First line of the "
-                f"refusal: {str(error).splitlines()[0]}") from error
+                f"could not load checkpoint {path}: it holds Python objects ({refused.group(1)}) "
+                "other than tensors and plain containers, which weights-only loading refuses "
+                "to unpickle (they could run code; see docs/scaling.md)") from error
         raise CheckpointError(_corrupted(path, error)) from error
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
         raise CheckpointError(_corrupted(path, error)) from error
@@ -92,8 +95,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _corrupted(path: Path, error: BaseException) -> str:
+    if isinstance(error, pickle.UnpicklingError):
+        detail = "its bytes are not a pickle torch can read"  # torch's text is advice
+    else:
+        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        detail = detail.split(". ")[0]  # torch goes on with advice after the first sentence
     return (f"could not load checkpoint {path}: the file is truncated or corrupted "
-            f"({path.stat().st_size} bytes; {type(error).__name__}: {error})")
+            f"({path.stat().st_size} bytes; {type(error).__name__}: {detail[:200]})")
 
 
 def config_differences(saved: Any, current: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -27,13 +27,18 @@ from nfvae.checkpoints import (
     read_checkpoint,
     resolve_resume,
 )
-from nfvae.config import to_plain
 from nfvae.data import TensorDataModule
 from nfvae.eventfiles import drop_events_from
 from nfvae.evaluation import example_elbo, example_nll
+from nfvae.hparams import log_hparams
 from nfvae.module import FlowVAEModule
+from nfvae.validation import validate
 
 log = logging.getLogger(__name__)
+
+
+class OutputDirError(OSError):
+    """The run folder cannot be written, or its disk is nearly full."""
 
 
 def check_output_dir(path: str | os.PathLike, min_free_mb: float = 0) -> Path:
@@ -47,10 +52,10 @@ def check_output_dir(path: str | os.PathLike, min_free_mb: float = 0) -> Path:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as error:
-        raise OSError(f"cannot write to the output directory {path}: {error}") from error
+        raise OutputDirError(f"cannot write to the output directory {path}: {error}") from error
     free_mb = shutil.disk_usage(path).free / 2**20
     if free_mb < min_free_mb:
-        raise OSError(
+        raise OutputDirError(
             f"only {free_mb:.0f} MiB free on the disk holding the output directory {path}; "
             f"checkpoints and event files need at least {min_free_mb:g} MiB "
             "(training.min_free_mb); free some space or point hydra.run.dir elsewhere")
@@ -69,31 +74,10 @@ def build_module(cfg: DictConfig, data_shape) -> pl.LightningModule:
     return instantiate(cfg.module, data_shape=list(data_shape))
 
 
-def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """Scalars of the config under dotted keys, for TensorBoard's HParams tab."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), value)
-        elif isinstance(node, (list, tuple)):
-            flat[prefix] = str(node)
-        elif node is None or isinstance(node, (bool, int, float, str)):
-            flat[prefix] = "None" if node is None else node
-
-    keys = ("data", "model", "flow", "optimizer", "objective", "seed")
-    walk("", {k: to_plain(cfg[k]) for k in keys if k in cfg})
-    # The module's own settings (a toy run's annealing, say); its nested configs
-    # repeat the groups above.
-    module = to_plain(cfg.get("module")) or {}
-    walk("module", {k: v for k, v in module.items() if not isinstance(v, (dict, list))})
-    return flat
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (or resume, see ``nfvae.checkpoints``), then test the best checkpoint;
     returns the final metrics."""
+    validate(cfg)  # before anything is built: a bad value costs no data loading
     settings = cfg.get("training") or {}
     run_dir = check_output_dir(cfg.paths.output_dir, float(settings.get("min_free_mb", 0)))
     resume = resolve_resume(cfg.get("ckpt_path"), run_dir)
@@ -134,16 +118,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.test.enabled and not trainer.fast_dev_run:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # Not printed by Lightning (stdout only): logged, so the run's log keeps it.
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
-                               weights_only=True)
+                               weights_only=True, verbose=False)
         metrics.update({k: float(v) for k, v in results[0].items()})
+        if trainer.is_global_zero:
+            log.info("test metrics of %s:\n%s", best or "the last weights",
+                     metrics_table({k: float(v) for k, v in results[0].items()}))
 
     if trainer.logger is not None and trainer.is_global_zero:
-        final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()
+        final = {k: v for k, v in metrics.items()
                  if k.startswith(("val/", "test/")) and math.isfinite(v)}
-        trainer.logger.log_hyperparams(_flat_hparams(cfg), final)
+        log_hparams(trainer.logger, cfg, final)
         trainer.logger.save()
     return metrics
+
+
+def metrics_table(metrics: dict[str, float]) -> str:
+    """Metric names and values as an aligned two-column text table."""
+    width = max([len("metric"), *map(len, metrics)])
+    rows = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 12}"]
+    rows += [f"{name:<{width}}  {value:.6g}" for name, value in sorted(metrics.items())]
+    return "\n".join(rows)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> FlowVAEModule:
@@ -185,6 +181,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ``eval_noise_seed``), so with ``eval.num_samples`` equal to the run's
     ``test.num_samples`` this reproduces the run's test/nll, whatever the batch size.
     """
+    validate(cfg)
     torch.manual_seed(cfg.seed)
     module, data_cfg = checkpoint_and_data(cfg)
     datamodule = build_datamodule(data_cfg)
@@ -203,7 +200,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     n = len(x_test)
     dims = math.prod(datamodule.data_shape)
     results = {
-        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "split": cfg.eval.split,
         "num_examples": n,
         "num_samples": num_samples,

@@ -10,6 +10,7 @@ from hydra.errors import InstantiationException
 from nfvae.data import DataNotFoundError
 from nfvae.module import NonFiniteLossError
 from nfvae.training import check_output_dir, train
+from cli_support import run_script
 from tests_support import read_events
 
 QUICK = ["trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.log_every_n_steps=1",
@@ -91,3 +92,114 @@ def test_nonfinite_loss_stops_with_named_step_and_keeps_last_good_checkpoint(
     events = read_events(run)
     assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2]
     assert len(events.Scalars("val/neg_elbo")) == 1
+
+
+# -- the command line: one paragraph, no traceback, no junk run folder ----------------
+
+def _random_bytes_checkpoint(tmp_path):
+    path = tmp_path / "random.ckpt"
+    path.write_bytes(bytes(range(256)) * 16)
+    return path
+
+
+def _text_npz(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("these are notes, not arrays\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("script", "make_args", "paragraph"),
+    [
+        ("train.py", lambda tmp: ["trainer.max_epochs=abc"],
+         "train.py: error: trainer.max_epochs must be an integer, got 'abc'"),
+        ("train.py", lambda tmp: ["optimizer.lr=0"], "train.py: error: optimizer.lr must be > 0, got 0"),
+        ("train.py", lambda tmp: ["data=mnist", f"data.data_dir={tmp / 'nowhere'}",
+                                  "data.download=false"],
+         "train.py: error: MNIST not found under"),
+        ("train.py", lambda tmp: ["data=npz", f"data.path={_text_npz(tmp)}"],
+         "is not an .npz archive"),
+        ("eval.py", lambda tmp: [f"ckpt_path={_random_bytes_checkpoint(tmp)}"],
+         "eval.py: error: could not load checkpoint"),
+    ],
+    ids=["max_epochs_abc", "lr_zero", "missing_data", "text_npz", "random_checkpoint"],
+)
+def test_command_line_error_is_one_paragraph_and_leaves_no_run_folder(script, make_args,
+                                                                       paragraph, tmp_path):
+    # The default run folder (outputs/<date>/<time> under the working directory): a
+    # failed start must leave nothing there, not even the empty date folder.
+    result = run_script(script, *make_args(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output
+    assert paragraph in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
+    assert not (tmp_path / "outputs").exists(), sorted(map(str, (tmp_path / "outputs").rglob("*")))
+
+
+def test_full_error_brings_the_traceback_back(tmp_path):
+    result = run_script("train.py", "optimizer.lr=-0.001", cwd=tmp_path,
+                        env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "optimizer.lr must be > 0, got -0.001" in result.stderr
+
+
+def test_failed_start_in_an_existing_run_folder_keeps_it(tmp_path):
+    # A resume that fails (a broken checkpoint) must not delete the run it was resuming.
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "tensorboard" / "events.out.tfevents.1").write_bytes(b"earlier run")
+    (run / "train.log").write_text("the earlier run's log\n")
+    result = run_script("train.py", f"hydra.run.dir={run}",
+                        f"ckpt_path={_random_bytes_checkpoint(tmp_path)}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.output
+    assert (run / "tensorboard" / "events.out.tfevents.1").read_bytes() == b"earlier run"
+    log = (run / "train.log").read_text()
+    assert log.startswith("the earlier run's log") and "could not load checkpoint" in log
+
+
+def test_remove_failed_start_only_removes_hydra_files(tmp_path):
+    from nfvae.cli import remove_failed_start
+
+    empty = tmp_path / "outputs" / "2026-01-01" / "10-00-00"
+    (empty / ".hydra").mkdir(parents=True)
+    (empty / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (empty / "checkpoints").mkdir()
+    (empty / "train.log").write_text("")
+    # A logger made before the failure, with nothing logged: not a run either.
+    from torch.utils.tensorboard import SummaryWriter
+
+    SummaryWriter(str(empty / "tensorboard")).close()
+    assert list((empty / "tensorboard").glob("events.out.tfevents.*"))
+    assert remove_failed_start(empty, empty / "train.log")
+    assert not (tmp_path / "outputs").exists()
+
+    logged = tmp_path / "logged"
+    (logged / ".hydra").mkdir(parents=True)
+    with SummaryWriter(str(logged / "tensorboard")) as writer:
+        writer.add_scalar("train/loss", 1.0, 0)
+    assert not remove_failed_start(logged, logged / "train.log")
+    assert list((logged / "tensorboard").glob("events.out.tfevents.*"))
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "on_exception.ckpt").write_bytes(b"x")
+    assert not remove_failed_start(run, run / "train.log")
+    assert (run / "checkpoints" / "on_exception.ckpt").is_file()
+
+
+def test_nonpositive_learning_rate_is_refused_before_anything_is_built(compose_cfg, tmp_path):
+    from nfvae.validation import ConfigError
+
+    for lr in ("0", "-1e-3"):
+        with pytest.raises(ConfigError, match="optimizer.lr must be > 0"):
+            train(compose_cfg([f"optimizer.lr={lr}", *QUICK]))
+    assert not (tmp_path / "run").exists()
+
+
+def test_random_bytes_checkpoint_is_called_corrupted_not_python_objects(tmp_path):
+    from nfvae.checkpoints import CheckpointError, read_checkpoint
+
+    with pytest.raises(CheckpointError, match="truncated or corrupted") as info:
+        read_checkpoint(_random_bytes_checkpoint(tmp_path))
+    assert "Python objects" not in str(info.value)

@@ -70,7 +70,9 @@ def test_column_major_images_are_read_upright(tmp_path):
     (dict(train=np.full((3, 4, 4), 0.5), test=np.zeros((3, 4, 4))),
      {"value_range": "binary"}, r"value_range=binary declares binary values"),
     (dict(train=np.full((3, 4, 4), 300.0), test=np.zeros((3, 4, 4))), {},
-     r"values in \[300.0, 300.0\] but data.value_range=byte"),
+     r"values in \[300.0, 300.0\], outside every pixel range data=npz reads"),
+    (dict(train=np.full((3, 4, 4), 300.0), test=np.zeros((3, 4, 4))), {"value_range": "byte"},
+     r"values in \[300.0, 300.0\] but data.value_range=byte declares"),
     (dict(train=np.full((3, 4, 4), -1.0), test=np.zeros((3, 4, 4))), {},
      r"values in \[-1.0, -1.0\]"),
     (dict(train=np.zeros((3, 4, 4)), test=np.full((3, 4, 4), 2.0)),
@@ -94,8 +96,14 @@ def test_missing_file_and_missing_path_are_reported(tmp_path):
         NpzDataModule(path=None)
     object_file = tmp_path / "objects.npz"
     np.savez(object_file, train=np.array([{"a": 1}], dtype=object), test=np.zeros((1, 4)))
-    with pytest.raises(NpzFormatError, match="could not read"):
+    with pytest.raises(NpzFormatError, match="holds an array of Python objects") as info:
         NpzDataModule(path=str(object_file)).setup()
+    assert "allow_pickle" not in str(info.value)  # no hint to load it unsafely
+    text_file = tmp_path / "notes.npz"
+    text_file.write_text("not an archive\n")
+    with pytest.raises(NpzFormatError, match=r"notes\.npz is not an \.npz archive") as info:
+        NpzDataModule(path=str(text_file)).setup()
+    assert "pickle" not in str(info.value)
 
 
 def test_npz_config_trains_one_step(tmp_path, compose_cfg):

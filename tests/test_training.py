@@ -65,7 +65,9 @@ def test_run_folder_has_scalars_images_histogram_and_checkpoints(trained_run):
     assert start.hparams["flow.name"].string_value == "planar"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         hparams["_hparams_/experiment"]).experiment
-    assert "hp/test_nll" in {m.name.tag for m in experiment.metric_infos}
+    # The tab's metrics are the run's own curves, not hp/* copies.
+    assert "test/nll" in {m.name.tag for m in experiment.metric_infos}
+    assert not any(tag.startswith("hp/") for tag in tags["scalars"])
     checkpoints = {p.name for p in (out / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(n.startswith("epoch_") for n in checkpoints)
     assert metrics["test/nll"] <= metrics["test/neg_elbo"] + 0.5
@@ -232,9 +234,10 @@ def test_evaluation_binarization_does_not_follow_the_run_seed():
 
 
 def test_hparams_include_module_settings_but_not_its_nested_groups(compose_cfg):
-    from nfvae.training import _flat_hparams
+    from nfvae.hparams import flat_hparams
 
-    flat = _flat_hparams(compose_cfg([]))
-    assert flat["module._target_"] == "nfvae.module.FlowVAEModule"
+    flat = flat_hparams(compose_cfg([]))
+    assert flat["module.test_num_samples"] == 100 and flat["module.skip_nonfinite"] is False
     assert flat["flow.name"] == "planar"
+    assert not any("_target_" in key or "_partial_" in key for key in flat)
     assert not any(key.startswith("module.model.") for key in flat)

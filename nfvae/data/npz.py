@@ -12,6 +12,7 @@ is reported before training starts, naming the array and what is wrong with it.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,8 @@ class NpzFormatError(ValueError):
     """The .npz file lacks an array or holds one of the wrong shape, dtype or values."""
 
 
-def _check_values(name: str, array: np.ndarray, value_range: str, path: Path) -> None:
+def _check_values(name: str, array: np.ndarray, value_range: str, path: Path,
+                  inferred: bool = False) -> None:
     if array.dtype.kind == "f":
         bad = ~np.isfinite(array)
         if bad.any():
@@ -47,6 +49,10 @@ def _check_values(name: str, array: np.ndarray, value_range: str, path: Path) ->
     else:
         ok = low >= 0 and high <= 255
         expected = "grey levels in [0, 255]"
+    if not ok and inferred:
+        raise NpzFormatError(
+            f"{path}: array '{name}' has values in [{low}, {high}], outside every pixel range "
+            "data=npz reads (binary {0, 1}, [0, 1], or grey levels 0..255); rescale the file")
     if not ok:
         raise NpzFormatError(
             f"{path}: array '{name}' has values in [{low}, {high}] but data.value_range="
@@ -100,11 +106,21 @@ class NpzDataModule(TensorDataModule):
             return self._arrays
         if not self.path.is_file():
             raise DataNotFoundError(self.missing_file_message())
+        with self.path.open("rb") as file:
+            is_zip = file.read(4) == b"PK\x03\x04"  # an .npz is a zip archive
+        if not is_zip:
+            raise NpzFormatError(
+                f"{self.path} is not an .npz archive (no zip signature at its start); "
+                "write the arrays with numpy.savez or numpy.savez_compressed")
         try:
             with np.load(self.path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
-        except ValueError as error:  # object arrays, or not an npz at all
-            raise NpzFormatError(f"could not read {self.path} as a plain .npz: {error}") from error
+        except ValueError as error:  # object arrays inside the archive
+            raise NpzFormatError(
+                f"{self.path} holds an array of Python objects, which data=npz does not "
+                "read; store the images as numeric arrays (bool, integer or float)") from error
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
+            raise NpzFormatError(f"{self.path} is a damaged .npz archive: {error}") from error
         for key in self.required_keys:
             if key not in arrays:
                 raise NpzFormatError(
@@ -126,7 +142,7 @@ class NpzDataModule(TensorDataModule):
         if value_range == "auto":
             value_range = infer_value_range(images)
         for key, array in images.items():
-            _check_values(key, array, value_range, self.path)
+            _check_values(key, array, value_range, self.path, inferred=self.value_range == "auto")
         self._resolved_range = value_range
         self._shape = self._image_shape(next(iter(per_image.values())))
         for key in SPLIT_KEYS.values():

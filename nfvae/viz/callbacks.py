@@ -13,7 +13,10 @@ from that checkpoint hides the steps from the checkpoint's on (TensorBoard's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
+from google.protobuf import text_format
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -156,8 +159,43 @@ class EmbeddingProjector(_DrawingCallback):
         sprites = x.float().clamp(0, 1)
         if sprites.dim() == 4 and sprites.shape[1] == 1:  # the projector wants RGB sprites
             sprites = sprites.expand(-1, 3, -1, -1)
+        logdir = Path(writer.get_logdir())
+        earlier = read_projector_config(logdir)
         writer.add_embedding(mu, metadata=[str(int(v)) for v in y], label_img=sprites,
                              global_step=step, tag="latent_mean")
+        write_projector_config(logdir, earlier)
+
+
+_PROJECTOR_CONFIG = "projector_config.pbtxt"
+
+
+def read_projector_config(logdir: Path):
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    config = ProjectorConfig()
+    path = logdir / _PROJECTOR_CONFIG
+    if path.is_file():
+        text_format.Parse(path.read_text(), config)
+    return config
+
+
+def _embedding_step(embedding) -> int:
+    # tensor_path starts with the zero-padded step: 00040/latent_mean/tensors.tsv
+    head = embedding.tensor_path.split("/")[0]
+    return int(head) if head.isdigit() else -1
+
+
+def write_projector_config(logdir: Path, earlier) -> None:
+    """Rewrite the projector's config newest embedding first, since the projector opens
+    on the first one listed; keep the embeddings listed before (torch's writer lists
+    only its own, so a resumed run's writer would drop the earlier ones)."""
+    config = read_projector_config(logdir)
+    entries = {e.tensor_name: e for e in earlier.embeddings}
+    entries.update({e.tensor_name: e for e in config.embeddings})
+    ordered = sorted(entries.values(), key=_embedding_step, reverse=True)
+    del config.embeddings[:]
+    config.embeddings.extend(ordered)
+    (logdir / _PROJECTOR_CONFIG).write_text(text_format.MessageToString(config))
 
 
 class ToyDensityLogger(_DrawingCallback):
