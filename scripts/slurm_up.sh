@@ -13,17 +13,15 @@
 # node idle. State lives where Debian keeps it: /var/spool/slurmctld, /var/spool/slurmd,
 # logs in /var/log/slurm.
 #
-# NFVAE_SLURM_NODES=2 instead declares two nodes n1 and n2 on this host (distinct slurmd
-# ports, `slurmd -N n1`), each with half of the CPUs and memory; that needs a SLURM built
-# with --enable-multiple-slurmd, which Debian's is not (docs/scaling.md): the script
-# then stops with a message saying so.
+# A second partition `pair` holds two more nodes n1 and n2 on this same host (one slurmd
+# each, `slurmd -N n1`, ports 17001-17002, names in /etc/hosts), each declared with half
+# the machine: enough to check a two-node job's wiring (trainer.num_nodes=2).
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
     exec sudo -E bash "$0" "$@"
 fi
 
-NODES="${NFVAE_SLURM_NODES:-1}"
 CLUSTER=nfvae
 HOST="$(hostname -s)"
 CONF=/etc/slurm/slurm.conf
@@ -70,20 +68,8 @@ declare -A HW
 for kv in "${hw[@]}"; do HW["${kv%%=*}"]="${kv#*=}"; done
 CPUS="${HW[CPUs]}"
 MEM="${HW[RealMemory]}"
-if [ "$NODES" = 1 ]; then
-    NODE_LINE="NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS Boards=${HW[Boards]} \
-SocketsPerBoard=${HW[SocketsPerBoard]} CoresPerSocket=${HW[CoresPerSocket]} \
-ThreadsPerCore=${HW[ThreadsPerCore]} RealMemory=$MEM State=UNKNOWN"
-    NODE_NAMES=("$HOST")
-    DEF_MEM=$((MEM / CPUS))
-else
-    per_cpu=$((CPUS / NODES)); [ "$per_cpu" -ge 1 ] || per_cpu=1
-    NODE_LINE="NodeName=n[1-$NODES] NodeHostname=$HOST NodeAddr=127.0.0.1 \
-Port=[17001-$((17000 + NODES))] CPUs=$per_cpu RealMemory=$((MEM / NODES)) State=UNKNOWN"
-    NODE_NAMES=(); for i in $(seq 1 "$NODES"); do NODE_NAMES+=("n$i"); done
-    DEF_MEM=$((MEM / NODES / per_cpu))
-fi
-
+HALF_CPUS=$((CPUS / 2)); [ "$HALF_CPUS" -ge 1 ] || HALF_CPUS=1
+NODE_NAMES=("$HOST" n1 n2)
 new_conf="$(cat <<EOF
 # Written by nfvae's scripts/slurm_up.sh: a one-host cluster on 127.0.0.1.
 ClusterName=$CLUSTER
@@ -107,21 +93,27 @@ MpiDefault=none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=$DEF_MEM
+DefMemPerCPU=$((MEM / CPUS))
 ReturnToService=2
 # submitit's job watcher reads job states with sacct, which needs slurmdbd.
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-$NODE_LINE
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# The machine itself: the node jobs run on.
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS Boards=${HW[Boards]} SocketsPerBoard=${HW[SocketsPerBoard]} CoresPerSocket=${HW[CoresPerSocket]} ThreadsPerCore=${HW[ThreadsPerCore]} RealMemory=$MEM State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+# Two more slurmd on the same host (slurmd -N n1, its own port), each declared with half
+# the machine, so that a job can span two "nodes" (trainer.num_nodes=2). They share the
+# real CPUs with the node above: use this partition for checking multi-node wiring only.
+NodeName=n[1-2] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=[17001-17002] CPUs=$HALF_CPUS RealMemory=$((MEM / 2)) State=UNKNOWN
+PartitionName=pair Nodes=n[1-2] MaxTime=INFINITE State=UP
 EOF
 )"
 
 nodes_idle() {
     local states
-    states="$(timeout 10 sinfo -h -N -p debug -o '%N %T' 2>/dev/null)" || return 1
+    states="$(timeout 10 sinfo -h -N -o '%N %T' 2>/dev/null | sort -u)" || return 1
     [ "$(grep -c . <<<"$states")" = "${#NODE_NAMES[@]}" ] || return 1
     ! grep -qvE ' (idle|mixed|allocated)$' <<<"$states"
 }
@@ -133,6 +125,8 @@ fi
 # Something is off (not running, or another configuration): start from a clean stop.
 bash "$(dirname "$0")/slurm_down.sh" >/dev/null 2>&1 || true
 
+# Lightning takes the first node's name from SLURM_NODELIST as the rendezvous address.
+grep -q "nfvae slurm_up" /etc/hosts || echo "127.0.0.1 n1 n2  # nfvae slurm_up" >>/etc/hosts
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOG_DIR" /run/munge
 printf '%s\n' "$new_conf" >"$CONF"
 
@@ -186,18 +180,14 @@ sacctmgr -n list cluster format=cluster | grep -qw "$CLUSTER" || sacctmgr -i add
 # -c: a clean start; jobs of an earlier cluster here are not ours to resume.
 slurmctld -c </dev/null >/dev/null 2>&1
 for _ in $(seq 60); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.5; done
-if [ "$NODES" = 1 ]; then
-    slurmd </dev/null >/dev/null 2>&1
-else
-    for name in "${NODE_NAMES[@]}"; do
-        if ! slurmd -N "$name" </dev/null >/dev/null 2>"$LOG_DIR/slurmd-$name.start"; then
-            say "slurmd -N $name failed: $(cat "$LOG_DIR/slurmd-$name.start")" >&2
-            say "this SLURM build cannot run several slurmd on one host (it needs" \
-                "--enable-multiple-slurmd); use NFVAE_SLURM_NODES=1" >&2
-            exit 3
-        fi
-    done
-fi
+slurmd </dev/null >/dev/null 2>&1
+for name in n1 n2; do
+    if ! slurmd -N "$name" </dev/null >/dev/null 2>"$LOG_DIR/slurmd-$name.start"; then
+        say "slurmd -N $name failed: $(cat "$LOG_DIR/slurmd-$name.start")" >&2
+        say "(several slurmd on one host need a SLURM built with --enable-multiple-slurmd)" >&2
+        exit 3
+    fi
+done
 
 deadline=$((SECONDS + 120))
 until nodes_idle; do

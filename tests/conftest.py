@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import nfvae.config  # noqa: F401  (registers the ${nfvae.*} resolvers conf/ uses)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
