@@ -113,12 +113,13 @@ def submitter_log(tmp_path: Path) -> str:
 
 
 def array_id(tmp_path: Path, timeout: float = 120) -> str:
-    """The SLURM array job id of the sweep (submitit names its folders after it)."""
+    """The SLURM job id of the sweep: submitit's folder that holds the sbatch script
+    (a sweep of several jobs is one array, job n being task <id>_n; one job is no array)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        folders = [p.name for p in (tmp_path / "sweep" / ".submitit").glob("*_0")]
-        if folders:
-            return folders[0].split("_")[0]
+        scripts = list((tmp_path / "sweep" / ".submitit").glob("*/*_submission.sh"))
+        if scripts:
+            return scripts[0].parent.name
         time.sleep(0.5)
     raise AssertionError(f"no job submitted:\n{submitter_log(tmp_path)[-3000:]}")
 
@@ -320,6 +321,8 @@ def test_two_node_job_takes_node_and_global_ranks_from_slurm(tmp_path):
     job = array_id(tmp_path)
     script = (tmp_path / "sweep" / ".submitit" / job / f"{job}_submission.sh").read_text()
     assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
+    assert wait_states(job, {"COMPLETED", "FAILED", "CANCELLED"}, 1, timeout=120) == {
+        job: "COMPLETED"}
     records = [eval((ranks / f"0_rank{r}.txt").read_text()) for r in (0, 1)]
     for rank, record in enumerate(records):
         assert (record["global_rank"], record["local_rank"], record["node_rank"],
