@@ -30,7 +30,7 @@ def _sinfo_answers() -> bool:
         return False
     try:
         return subprocess.run(["sinfo", "-h", "-p", "debug"], capture_output=True,
-                              timeout=20).returncode == 0
+                              timeout=5).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
