@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import nfvae.config  # noqa: F401  (registers the ${nfvae.*} resolvers conf/ uses)
 from nfvae.data.layout import MARKERS, fetch_command
 
 ROOT = Path(__file__).resolve().parents[1]
