@@ -190,7 +190,9 @@ def test_ddp_sweep_runs_two_jobs_with_ranks_from_srun(tmp_path):
             assert record["SLURM_JOB_ID"] == records[0]["SLURM_JOB_ID"]
         assert records[0]["pid"] != records[1]["pid"]
         assert f"global_rank={1}(2)" in job_log(tmp_path, job, task, rank=1, stream="out")
-        assert "MEMBER: 2/2" in job_log(tmp_path, job, task, rank=1)
+        # Lightning's line (stdout or stderr, as logging is routed) from rank 1's task
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (job_log(tmp_path, job, task, rank=1)
+                                                 + job_log(tmp_path, job, task, 1, "out"))
         # The run folder: checkpoints, events (rank 0 alone), Hydra's log.
         assert {p.name for p in (run / "checkpoints").iterdir()} == {"epoch_000.ckpt",
                                                                      "last.ckpt"}
