@@ -22,6 +22,11 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as SubmititSlurmLauncher,
 )
 
+# conf/hydra/launcher/slurm.yaml resolves ${nfvae.slurm_gpus_per_node:...}; train.py
+# imports nfvae lazily (fast --help), and Hydra imports this module when it discovers
+# its plugins, before it resolves the launcher's config.
+import nfvae.config  # noqa: F401,E402
+
 log = logging.getLogger(__name__)
 
 
