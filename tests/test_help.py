@@ -43,7 +43,7 @@ def test_eval_help_lists_its_task_group(tmp_path):
     result = run_script("eval.py", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.output
     groups = groups_section(result.stdout)
-    assert groups["task"] == ["nll", "ood"] and "flow" not in groups
+    assert groups["task"] == ["diagnose", "nll", "ood"] and "flow" not in groups
 
 
 @pytest.mark.parametrize("script", ["train.py", "eval.py", "visualize.py"])

@@ -106,5 +106,6 @@ def test_gated_conv_model_trains_through_the_trainer(compose_cfg):
         "trainer.enable_checkpointing=false", "test.enabled=false",
     ])
     metrics = train(cfg)
+    # Three steps are fewer than the shipped logging interval, so no train/* is written
+    # (tests/test_training.py checks the training curves at that interval).
     assert torch.isfinite(torch.tensor(metrics["val/neg_elbo"]))
-    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
