@@ -276,9 +276,10 @@ def assert_shows_what_the_uninterrupted_run_shows(run: Path, straight: Path) -> 
     assert ("images", "images/reconstructions") in expected
     assert ("histograms", "latent/sum_log_det") in expected
     assert ("scalars", "latent/active_units_z0") in expected
-    assert ("scalars", "hp/val_neg_elbo") in expected
+    assert ("scalars", "diagnose/active_units_zK") in expected  # the end-of-fit report
     assert shown == expected
-    for tag in ("train/loss", "val/neg_elbo", "test/nll", "latent/kl_q0", "hp/val_neg_elbo"):
+    for tag in ("train/loss", "val/neg_elbo", "test/nll", "latent/kl_q0",
+                "diagnose/flow_gain_nats"):
         assert scalars(run, tag) == scalars(straight, tag), tag
     assert raw_duplicates(run) == raw_duplicates(straight)
 
