@@ -324,6 +324,7 @@ class FlowVAEModule(pl.LightningModule):
 
 
 _NONFINITE_ADVICE = (
-    ". The last good checkpoint is kept; try a lower learning rate, "
+    ". Checkpoints saved before this step are kept (ckpt_path=last resumes from the newest "
+    "of them, passing over the diverged on_exception.ckpt); try a lower learning rate, "
     "trainer.detect_anomaly=true to find the operation, or training.skip_nonfinite=true "
     "to skip such batches.")
