@@ -3,10 +3,15 @@ on healthy models (issue: diagnose from the pictures)."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from nfvae.diagnose import Finding, Thresholds, rank, render_markdown
+from nfvae.diagnose.gaps import gap_findings, inference_gaps
 from nfvae.diagnose.latent import (
     flow_contribution,
     idle_layers,
@@ -16,9 +21,12 @@ from nfvae.diagnose.latent import (
 )
 from nfvae.diagnose.modes import dropped_modes, target_draws
 from nfvae.diagnose.scalars import read_scalars, training_findings
+from nfvae.diagnose.task import diagnose
 from nfvae.toy.targets import U1, EightGaussians, Rings, TwoMoons
-from nfvae.training import train
+from nfvae.training import build_datamodule, load_checkpoint, train
 from nfvae.viz.latent import latent_snapshot
+from tests.conftest import CONF_DIR
+from tests.tests_support import read_events
 
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.images", "~callbacks.latent",
          "~callbacks.projector", "~callbacks.progress_bar",
@@ -32,21 +40,13 @@ def checks(findings: list[Finding], check: str) -> list[Finding]:
 @pytest.fixture(scope="module")
 def trained_planar(tmp_path_factory):
     """A digits VAE with latent size 2 and 8 planar layers, trained for 4 epochs."""
-    from hydra import compose, initialize_config_dir
-
-    from tests.conftest import CONF_DIR
-
     out = tmp_path_factory.mktemp("planar")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[
             f"paths.output_dir={out}", "model.latent_dim=2", "flow.num_layers=8",
             "trainer.max_epochs=4", "seed=1", *QUIET])
     train(cfg)
-    from nfvae.training import load_checkpoint
-
     module = load_checkpoint(out / "checkpoints" / "last.ckpt").eval()
-    from nfvae.training import build_datamodule
-
     x, labels = build_datamodule(module.hparams.data).split("val")
     return module.model, x, labels
 
@@ -189,8 +189,6 @@ def test_report_ranks_problems_first_and_thresholds_are_configurable():
 # -- inference gaps (opt-in) ------------------------------------------------------------------
 
 def test_gaps_order_the_bounds_and_a_spoiled_encoder_shows_as_amortization_gap(trained_planar):
-    from nfvae.diagnose.gaps import gap_findings, inference_gaps
-
     model, x, _ = trained_planar
     x = x[:16]
     gaps = inference_gaps(model, x, steps=150, is_samples=500)
@@ -214,10 +212,9 @@ def test_gaps_order_the_bounds_and_a_spoiled_encoder_shows_as_amortization_gap(t
 # -- the end-of-training report -----------------------------------------------------------------
 
 def test_end_of_training_report_is_a_text_card_with_scalars(compose_cfg, tmp_path):
-    from tests.tests_support import read_events
-
     out = tmp_path / "run"
-    cfg = compose_cfg(["trainer.max_epochs=2", *QUIET], output_dir=out)  # shipped callbacks
+    cfg = compose_cfg(["trainer.max_epochs=2", "test.enabled=false"],
+                      output_dir=out)  # the shipped callbacks, figures included
     train(cfg)
     events = read_events(out)
     assert "diagnose/active_units_zK" in events.Tags()["scalars"]
@@ -225,18 +222,18 @@ def test_end_of_training_report_is_a_text_card_with_scalars(compose_cfg, tmp_pat
     text = report[-1].tensor_proto.string_val[0].decode()
     assert "latent dimensions carry information" in text
     assert text.index("## Diagnosis") == 0
+    # Every figure the report points at is one the run logged.
+    logged = {tag for kind in ("images", "histograms", "scalars")
+              for tag in events.Tags()[kind]}
+    pointed = re.findall(r"(?:IMAGES|HISTOGRAMS|SCALARS): ([^;\n]+)", text)
+    names = {name.strip() for group in pointed
+             for name in re.split(r" and |, ", group) if "/" in name}
+    assert names and names <= logged, names - logged
 
 
 def test_eval_task_diagnoses_a_barely_trained_toy_checkpoint_as_diffuse(compose_cfg, tmp_path):
     """A maximum-likelihood flow trained for three steps on eight Gaussians is still a
     broad blob: it drops no mode, but half its mass lies off the target."""
-    import json
-
-    from hydra import compose, initialize_config_dir
-
-    from nfvae.diagnose.task import diagnose
-    from tests.conftest import CONF_DIR
-
     out = tmp_path / "toy"
     train(compose_cfg(["experiment=toy/eight_gaussians", "flow=spline", "trainer.max_epochs=1",
                        "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false",

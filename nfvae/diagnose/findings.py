@@ -51,7 +51,7 @@ def render_markdown(findings: Iterable[Finding], title: str = "Diagnosis") -> st
                      f"{finding.summary} [value {finding.value:.4g}, threshold "
                      f"{finding.threshold:.4g}]")
         if finding.figure:
-            lines.append(f"   - look at: {finding.figure}")
+            lines.append(f"    - look at: {finding.figure}")  # 4 spaces: a nested list
         if finding.advice and finding.severity != "ok":
-            lines.append(f"   - try: {finding.advice}")
+            lines.append(f"    - try: {finding.advice}")
     return "\n".join(lines) + "\n"

@@ -28,8 +28,9 @@ from nfvae.flows import FlowSequence
 from nfvae.model import FlowVAE
 from nfvae.viz.latent import LatentSnapshot, activity_from_draws, kl_q0_per_dimension
 
-LATENT_FIGURES = "TensorBoard IMAGES: latent/activity and latent/posteriors_z0_zK"
-LAYER_FIGURES = "TensorBoard HISTOGRAMS: latent/log_det_layer_<k>; visualize.py's layers.gif"
+LATENT_FIGURES = "TensorBoard IMAGES: latent/active_units and images/latent_before_after_flow"
+LAYER_FIGURES = ("TensorBoard HISTOGRAMS: latent/log_det/layer_<k>; IMAGES: "
+                 "latent/log_det_per_layer; visualize.py's layers.gif")
 
 
 @dataclass
@@ -51,14 +52,15 @@ def latent_statistics(snapshot: LatentSnapshot) -> LatentStatistics:
     dim = snapshot.latent_dim
     scale = float(snapshot.log_sigma.double().exp().mean())
     steps = (zs[1:] - zs[:-1]).norm(dim=-1) / math.sqrt(dim)  # (K, S, N)
-    log_dets = snapshot.log_dets.double()
+    # (K, S*N): with no flow (K = 0) every per-layer figure is simply empty.
+    log_dets = snapshot.log_dets.double().flatten(1)
     return LatentStatistics(
         active_z0=activity_from_draws(zs[0]),
         active_zK=activity_from_draws(zs[-1]),
         kl_per_dim=kl_q0_per_dimension(snapshot.mu, snapshot.log_sigma),
-        log_det_std=log_dets.flatten(1).std(1) if len(log_dets) else log_dets.new_zeros(0),
-        log_det_mean=log_dets.flatten(1).mean(1) if len(log_dets) else log_dets.new_zeros(0),
-        displacement=steps.flatten(1).mean(1) / scale if len(steps) else steps.new_zeros(0),
+        log_det_std=log_dets.std(1),
+        log_det_mean=log_dets.mean(1),
+        displacement=steps.flatten(1).mean(1) / scale,
         posterior_scale=scale,
     )
 
@@ -98,7 +100,7 @@ def idle_layers(stats: LatentStatistics, thresholds: Thresholds) -> list[Finding
                      f"{float(stats.log_det_mean[k]):.2g}), displacement "
                      f"{float(stats.displacement[k]):.2g} posterior standard deviations"),
             value=float(stats.displacement[k]), threshold=thresholds.idle_displacement,
-            figure=LAYER_FIGURES.replace("<k>", str(k + 1)),
+            figure=LAYER_FIGURES.replace("<k>", f"{k + 1:02d}"),
             advice="fewer layers (flow.num_layers), a higher learning rate for the flow, or "
                    "a family whose layers cannot vanish (flow=sylvester_orthogonal)"))
     if num_layers and not idle:
@@ -107,7 +109,7 @@ def idle_layers(stats: LatentStatistics, thresholds: Thresholds) -> list[Finding
             summary=f"all {num_layers} flow layers move the posterior (smallest displacement "
                     f"{float(stats.displacement.min()):.2g} posterior standard deviations)",
             value=float(stats.displacement.min()), threshold=thresholds.idle_displacement,
-            figure=LAYER_FIGURES.replace("<k>", "1")))
+            figure=LAYER_FIGURES.replace("<k>", "01")))
     return findings
 
 

@@ -21,7 +21,7 @@ from nfvae.diagnose.findings import Finding
 from nfvae.diagnose.thresholds import Thresholds
 from nfvae.toy.targets import SampleTarget, Target
 
-MODE_FIGURES = "TensorBoard IMAGES: density/model_vs_target and density/samples"
+MODE_FIGURES = "TensorBoard IMAGES: toy/target_vs_learned and toy/samples_over_target"
 #: Quantile of the target's own log-densities under which a point is off the target.
 OFF_TARGET_QUANTILE = 0.01
 
@@ -63,21 +63,18 @@ def dropped_modes(target: Target, model_samples: Tensor, thresholds: Thresholds,
     findings = []
     low, high = thresholds.mode_mass_fraction, 1 / thresholds.mode_mass_fraction
     for m, name in enumerate(target.mode_names):
-        if ratio[m] < low:
-            findings.append(Finding(
-                check="dropped_mode", severity="problem",
-                summary=f"{target.name}: the model puts {float(found[m]):.3f} of its mass on "
-                        f"the {name}, the target {float(expected[m]):.3f}",
-                value=float(ratio[m]), threshold=low, figure=MODE_FIGURES,
-                advice="a KL anneal that starts flatter (module.beta_start), more layers, or a "
-                       "more expressive family (flow=spline)"))
-        elif ratio[m] > high:
-            findings.append(Finding(
-                check="over_represented_mode", severity="warning",
-                summary=f"{target.name}: the model puts {float(found[m]):.3f} of its mass on "
-                        f"the {name}, the target {float(expected[m]):.3f}",
-                value=float(ratio[m]), threshold=high, figure=MODE_FIGURES,
-                advice="train longer; check the other modes for mass it took from them"))
+        if low <= ratio[m] <= high:
+            continue
+        dropped = bool(ratio[m] < low)
+        findings.append(Finding(
+            check="dropped_mode" if dropped else "over_represented_mode",
+            severity="problem" if dropped else "warning",
+            summary=f"{target.name}: the model puts {float(found[m]):.3f} of its mass on "
+                    f"the {name}, the target {float(expected[m]):.3f}",
+            value=float(ratio[m]), threshold=low if dropped else high, figure=MODE_FIGURES,
+            advice="a KL anneal that starts flatter (module.beta_start), more layers, or a "
+                   "more expressive family (flow=spline)" if dropped else
+                   "train longer; check the other modes for mass it took from them"))
     off, expected_off = 1 - float(found.sum()), 1 - float(expected.sum())
     if off > expected_off + thresholds.off_target_mass:
         findings.append(Finding(
