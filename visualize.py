@@ -1,33 +1,10 @@
 """Figures of a checkpoint as files: ``python visualize.py ckpt_path=... out=DIR``.
 
-Writes the figures the TensorBoard callbacks log (as PNGs named after their
-tags) and ``layers.gif``, an animation of the flow layer by layer: the density
-q_k with a grid carried through the layers for 2-D density runs, the cloud of
-latent points z_k for VAEs.
+The command lives in ``nfvae.visualize`` (also ``python -m nfvae.visualize`` from any folder once nfvae
+is installed); this file keeps ``python visualize.py`` working in a checkout.
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from nfvae.cli import echo, run_task
-from nfvae.help import register_resolvers
-
-register_resolvers()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
-def main(cfg: DictConfig) -> None:
-    def work() -> None:
-        # Imported here, not at the top, so that --help answers without loading torch.
-        from nfvae.validation import validate
-        from nfvae.viz.report import visualize
-
-        validate(cfg)
-        for path in visualize(cfg):
-            echo(str(path))
-
-    run_task(work, "visualize.py")
-
+from nfvae.visualize import main
 
 if __name__ == "__main__":
     main()

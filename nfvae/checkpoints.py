@@ -43,6 +43,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
+from nfvae.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Checkpoint entry in which ``ExceptionCheckpoint`` records what stopped training.
@@ -65,7 +67,7 @@ RESUME_SETTINGS = ("optimizer", "objective", "test_num_samples", "data", "skip_n
                    "eval_noise_seed", "model.num_samples", "model.compile")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used: unreadable, truncated, or for another model."""
 
 

@@ -112,16 +112,12 @@ def user_message(error: BaseException) -> str | None:
     from hydra.errors import InstantiationException
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
-    from nfvae.checkpoints import CheckpointError
-    from nfvae.data import DataNotFoundError, NpzFormatError
-    from nfvae.module import NonFiniteLossError
-    from nfvae.training import OutputDirError
-    from nfvae.validation import ConfigError
+    # nfvae's own expected errors derive from UserError, so a new module's errors need
+    # no edit here.
+    from nfvae.errors import UserError
 
-    expected = (ConfigError, CheckpointError, DataNotFoundError, NpzFormatError,
-                NonFiniteLossError, OutputDirError, FileNotFoundError, FileExistsError,
-                NotADirectoryError, IsADirectoryError, PermissionError,
-                MisconfigurationException)
+    expected = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                IsADirectoryError, PermissionError, MisconfigurationException)
     if isinstance(error, expected):
         return str(error)
     if isinstance(error, InstantiationException) and isinstance(
@@ -184,12 +180,22 @@ def remove_failed_start(run_dir: Path, log_file: Path) -> bool:
     return True
 
 
+def use_file_backend() -> None:
+    """matplotlib's Agg backend: a command draws figures only into PNG, GIF and
+    TensorBoard files, never on a screen, and a training machine may have no display
+    (nor a GUI toolkit that is safe outside the main thread)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
 def run_task(work: Callable[[], T], command: str) -> T:
     """Run ``work`` (the command's job) inside the Hydra job, with the behaviour in
     this module's docstring."""
     from hydra.core.hydra_config import HydraConfig
 
     quiet_lightning()
+    use_file_backend()
     route_logs_to_hydra()
     runtime = HydraConfig.get().runtime
     run_dir = Path(runtime.output_dir)

@@ -1,10 +1,16 @@
-"""Small helpers for configs that travel into checkpoints."""
+"""Where the configs are, and small helpers for configs that travel into checkpoints."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+#: The Hydra configs, shipped inside the package: in a source checkout nfvae/conf links
+#: to the repository's top-level conf/, and a built wheel holds a copy (pyproject's
+#: package data), so the commands find them from any folder once nfvae is installed.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def to_plain(node: Any) -> Any:

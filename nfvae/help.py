@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from nfvae.config import CONF_DIR
 
 
 def _public(name: str) -> bool:

@@ -27,15 +27,17 @@ from torchmetrics import MeanMetric
 from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.distributed import rank_and_world
+from nfvae.errors import UserError
 from nfvae.evaluation import example_elbo, example_nll
+from nfvae.loading import MODULE_KEY, class_path
 from nfvae.model import FlowVAE
-from nfvae.objectives import importance_log_likelihood, kl_warmup_beta, negative_elbo
+from nfvae.objectives import kl_warmup_beta, negative_elbo
 
 #: Checkpoint entry with what Lightning does not save itself (RNG states, counters).
 STATE_KEY = "nfvae"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The training objective went NaN or infinite; raised before the optimizer step."""
 
 
@@ -157,8 +159,21 @@ class FlowVAEModule(pl.LightningModule):
         return self.model.reconstruct(x.to(self.device))
 
     def log_likelihood(self, x: Tensor, num_samples: int = 5000) -> Tensor:
-        """Importance-sampled log p(x) in nats, shape (B,)."""
-        return importance_log_likelihood(self.model, x.to(self.device), num_samples)
+        """Importance-sampled log p(x) in nats, shape (B,): ``-example_nll`` with the
+        examples numbered 0..B-1."""
+        index = torch.arange(len(x))
+        return -self.example_nll(x, index, num_samples, self.eval_noise_seed)
+
+    def example_nll(self, x: Tensor, index: Tensor, num_samples: int, seed: int,
+                    max_batch_samples: int = 2**16) -> Tensor:
+        """Importance-sampled -log p(x) in nats per example, (B,), with the noise fixed
+        by (index, seed): the one NLL path of eval tasks (``nfvae.evaluation``)."""
+        return example_nll(self.model, x.to(self.device), index, num_samples, seed,
+                           max_batch_samples)
+
+    def example_elbo(self, x: Tensor, index: Tensor, seed: int) -> dict[str, Tensor]:
+        """Single-sample {neg_elbo, recon, kl} per example, (B,), noise fixed by (index, seed)."""
+        return example_elbo(self.model, x.to(self.device), index, seed)
 
     # -- training ---------------------------------------------------------------------
     @property
@@ -301,6 +316,7 @@ class FlowVAEModule(pl.LightningModule):
             states = [None] * world
             dist.all_gather_object(states, rng_state())
         checkpoint[STATE_KEY] = {"rng": states, "skipped_nonfinite": self.skipped_nonfinite}
+        checkpoint[MODULE_KEY] = class_path(self)  # what nfvae.loading.load_module loads
         record_validation_metrics(self._trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

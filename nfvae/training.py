@@ -1,19 +1,14 @@
-"""train(cfg) and evaluate(cfg): plain functions that train.py, eval.py and tests call."""
+"""train(cfg): fit a module from a composed config, then test its best checkpoint.
+
+Evaluating a checkpoint afterwards is ``nfvae.tasks`` (eval.py, visualize.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import warnings
-from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -21,52 +16,17 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from nfvae.checkpoints import (
     VALIDATION_KEY,
-    CheckpointError,
     check_compatible,
     checkpoint_step,
     read_checkpoint,
     resolve_resume,
 )
-from nfvae.data import TensorDataModule
 from nfvae.eventfiles import drop_events_from
-from nfvae.evaluation import example_elbo, example_nll
 from nfvae.hparams import log_hparams
-from nfvae.module import FlowVAEModule
+from nfvae.tasks.common import build_datamodule, check_output_dir
 from nfvae.validation import validate
 
 log = logging.getLogger(__name__)
-
-
-class OutputDirError(OSError):
-    """The run folder cannot be written, or its disk is nearly full."""
-
-
-def check_output_dir(path: str | os.PathLike, min_free_mb: float = 0) -> Path:
-    """Fail at start, not after an hour of training, if the run folder is unusable:
-    not creatable, not writable, or on a disk with less than ``min_free_mb`` MiB free."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-") as probe:
-            probe.write(b"\0" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as error:
-        raise OutputDirError(f"cannot write to the output directory {path}: {error}") from error
-    free_mb = shutil.disk_usage(path).free / 2**20
-    if free_mb < min_free_mb:
-        raise OutputDirError(
-            f"only {free_mb:.0f} MiB free on the disk holding the output directory {path}; "
-            f"checkpoints and event files need at least {min_free_mb:g} MiB "
-            "(training.min_free_mb); free some space or point hydra.run.dir elsewhere")
-    return path
-
-
-def build_datamodule(data_cfg) -> TensorDataModule:
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # load now: a missing dataset fails before the Trainer starts
-    return datamodule
 
 
 def build_module(cfg: DictConfig, data_shape) -> pl.LightningModule:
@@ -140,75 +100,3 @@ def metrics_table(metrics: dict[str, float]) -> str:
     rows = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 12}"]
     rows += [f"{name:<{width}}  {value:.6g}" for name, value in sorted(metrics.items())]
     return "\n".join(rows)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> FlowVAEModule:
-    """A trained FlowVAEModule from its checkpoint alone (weights-only), with a clear
-    error for a missing, truncated or foreign file."""
-    checkpoint = read_checkpoint(path)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    # Evaluation does not need the training run's torch.compile.
-    if isinstance(hparams.get("model"), dict):
-        hparams["model"] = {**hparams["model"], "compile": False}
-    try:
-        module = FlowVAEModule(**hparams)
-    except (TypeError, KeyError, ValueError) as error:
-        raise CheckpointError(
-            f"could not load checkpoint {path}: its hyper_parameters do not describe a "
-            f"FlowVAEModule ({type(error).__name__}: {error})") from error
-    check_compatible(checkpoint, module, path)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.on_load_checkpoint(checkpoint)
-    return module.to(map_location)
-
-
-def checkpoint_and_data(cfg: DictConfig) -> tuple[FlowVAEModule, Any]:
-    """``cfg.ckpt_path``'s module in eval mode, and the data config to score it on:
-    ``cfg.data`` if given, else the one the checkpoint recorded."""
-    module = load_checkpoint(cfg.ckpt_path)
-    module.eval()
-    data_cfg = cfg.get("data") or module.hparams.data
-    if data_cfg is None:
-        raise ValueError("the checkpoint records no data config; pass data=<name>")
-    return module, data_cfg
-
-
-@torch.no_grad()
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test negative ELBO and importance-sampled NLL of a checkpoint; writes JSON.
-
-    Each example's noise is fixed (``nfvae.evaluation``, seeded by the checkpoint's
-    ``eval_noise_seed``), so with ``eval.num_samples`` equal to the run's
-    ``test.num_samples`` this reproduces the run's test/nll, whatever the batch size.
-    """
-    validate(cfg)
-    torch.manual_seed(cfg.seed)
-    module, data_cfg = checkpoint_and_data(cfg)
-    datamodule = build_datamodule(data_cfg)
-    x_test, _ = datamodule.split(cfg.eval.split)
-    num_samples = int(cfg.eval.num_samples)
-    batch_size = int(cfg.eval.batch_size)
-    seed = module.eval_noise_seed
-    neg_elbo_sum = nll_sum = 0.0
-    model = module.model
-    for start in range(0, len(x_test), batch_size):
-        x = x_test[start:start + batch_size]
-        index = torch.arange(start, start + len(x))
-        neg_elbo_sum += float(example_elbo(model, x, index, seed)["neg_elbo"].double().sum())
-        nll_sum += float(example_nll(model, x, index, num_samples, seed,
-                                     int(cfg.eval.max_batch_samples)).double().sum())
-    n = len(x_test)
-    dims = math.prod(datamodule.data_shape)
-    results = {
-        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
-        "split": cfg.eval.split,
-        "num_examples": n,
-        "num_samples": num_samples,
-        "neg_elbo": neg_elbo_sum / n,
-        "nll": nll_sum / n,
-        "bpd": nll_sum / n / (dims * math.log(2)),
-    }
-    out_dir = check_output_dir(cfg.paths.output_dir)
-    (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    log.info("wrote %s", out_dir / "eval.json")
-    return results

@@ -17,8 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nfvae.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """An option has a value of the wrong type or outside its range."""
 
 
@@ -100,6 +102,8 @@ RULES: tuple[Rule, ...] = (
     _int("eval.num_samples", 1),
     _int("eval.batch_size", 1),
     _int("eval.max_batch_samples", 1),
+    _int("task.max_examples", 1, nullable=True),
+    _int("task.bins", 1),
     _int("dpi", 1),
     _int("num_points", 1),
 )
@@ -117,9 +121,17 @@ def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     return True, value
 
 
+#: Options that moved, with their new place: an old command line gets told where.
+MOVED = {
+    "ood": "the ood.* options of eval.py moved into task=ood's config (conf/task/ood.yaml): "
+           "ood.max_examples is task.max_examples, ood.bins is task.bins, and "
+           "+ood.data.<key>=<value> is +task.other_data.<key>=<value>",
+}
+
+
 def problems(cfg: DictConfig, rules: Iterable[Rule] = RULES) -> list[str]:
     """Every rule ``cfg`` breaks, one sentence each."""
-    found = []
+    found = [message for key, message in MOVED.items() if key in cfg]
     for rule in rules:
         present, value = _lookup(cfg, rule.key)
         if present:

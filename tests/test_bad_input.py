@@ -9,7 +9,8 @@ from hydra.errors import InstantiationException
 
 from nfvae.data import DataNotFoundError
 from nfvae.module import NonFiniteLossError
-from nfvae.training import check_output_dir, train
+from nfvae.tasks.common import check_output_dir
+from nfvae.training import train
 from cli_support import run_script
 from tests_support import read_events
 

@@ -152,9 +152,10 @@ def last_scalar(run: Path, tag: str) -> float:
 
 
 def single_process_val(ckpt: Path) -> float:
-    from nfvae.training import build_datamodule, load_checkpoint
+    from nfvae.loading import load_module
+    from nfvae.tasks.common import build_datamodule
 
-    module = load_checkpoint(ckpt)
+    module = load_module(ckpt)
     single = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
     return single.validate(module, datamodule=build_datamodule(module.hparams.data),

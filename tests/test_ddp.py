@@ -19,7 +19,10 @@ import torch
 
 from nfvae.data import IndexBatchSampler
 from nfvae.evaluation import ExampleNoise, example_elbo, example_nll
-from nfvae.training import build_datamodule, build_module, evaluate, load_checkpoint
+from nfvae.loading import load_module
+from nfvae.tasks.common import build_datamodule
+from nfvae.tasks.nll import nll as nll_task
+from nfvae.training import build_module
 from tests_support import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +164,7 @@ def test_two_process_ddp_matches_a_single_process(tmp_path, compose_cfg):
     assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
 
     # Logged validation negative ELBO = one process validating the same weights.
-    module = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    module = load_module(run / "checkpoints" / "last.ckpt")
     datamodule = build_datamodule(module.hparams.data)
     single = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
@@ -173,7 +176,7 @@ def test_two_process_ddp_matches_a_single_process(tmp_path, compose_cfg):
     cfg = compose_cfg([f"ckpt_path={run / 'checkpoints' / 'epoch_000.ckpt'}",
                        "eval.num_samples=20", "eval.batch_size=37"],
                       config_name="eval", output_dir=tmp_path / "eval")
-    nll = evaluate(cfg)["nll"]
+    nll = nll_task(cfg)["nll"]
     ddp_nll = last_scalar(run, "test/nll")
     assert abs(ddp_nll - nll) <= 1e-6 * abs(nll), (ddp_nll, nll)
     print(f"DDP vs single process: val/neg_elbo {ddp_val:.7f} vs {val:.7f}, "

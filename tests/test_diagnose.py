@@ -21,9 +21,11 @@ from nfvae.diagnose.latent import (
 )
 from nfvae.diagnose.modes import dropped_modes, target_draws
 from nfvae.diagnose.scalars import read_scalars, training_findings
-from nfvae.diagnose.task import diagnose
 from nfvae.toy.targets import U1, EightGaussians, Rings, TwoMoons
-from nfvae.training import build_datamodule, load_checkpoint, train
+from nfvae.loading import load_module
+from nfvae.tasks.common import build_datamodule
+from nfvae.tasks.diagnose import diagnose
+from nfvae.training import train
 from nfvae.viz.latent import latent_snapshot
 from tests.conftest import CONF_DIR
 from tests.tests_support import read_events
@@ -46,7 +48,7 @@ def trained_planar(tmp_path_factory):
             f"paths.output_dir={out}", "model.latent_dim=2", "flow.num_layers=8",
             "trainer.max_epochs=4", "seed=1", *QUIET])
     train(cfg)
-    module = load_checkpoint(out / "checkpoints" / "last.ckpt").eval()
+    module = load_module(out / "checkpoints" / "last.ckpt").eval()
     x, labels = build_datamodule(module.hparams.data).split("val")
     return module.model, x, labels
 

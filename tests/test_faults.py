@@ -15,7 +15,9 @@ from hydra.utils import instantiate
 
 from nfvae.checkpoints import CheckpointError
 from nfvae.module import NonFiniteGradientError, NonFiniteLossError
-from nfvae.training import build_module, check_output_dir, load_checkpoint, train
+from nfvae.loading import load_module
+from nfvae.tasks.common import check_output_dir
+from nfvae.training import build_module, train
 from tests_support import read_events as events
 
 QUICK = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.log_every_n_steps=1",
@@ -187,7 +189,7 @@ def test_truncated_checkpoint_is_named_on_resume_and_eval(planar_checkpoint, com
     with pytest.raises(CheckpointError, match=r"broken\.ckpt: the file is truncated or corrupted"):
         train(cfg)
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
-        load_checkpoint(broken)
+        load_module(broken)
 
 
 class RunsCode:
@@ -207,14 +209,14 @@ def test_checkpoint_that_would_run_code_is_refused(planar_checkpoint, tmp_path):
     evil = tmp_path / "evil.ckpt"
     torch.save(checkpoint, evil)
     with pytest.raises(CheckpointError, match="refuses to unpickle"):
-        load_checkpoint(evil)
+        load_module(evil)
     assert not marker.exists()
 
 
 def test_eval_of_a_sound_checkpoint_still_loads(planar_checkpoint, tmp_path):
     copy = tmp_path / "copy.ckpt"
     shutil.copy(planar_checkpoint, copy)
-    module = load_checkpoint(copy)
+    module = load_module(copy)
     state = torch.load(copy, weights_only=True)["state_dict"]
     assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
 

@@ -47,13 +47,13 @@ def test_glow_checkpoint_keeps_actnorm_initialisation(compose_cfg, tmp_path):
     """ActNorm initialises on the first batch; a checkpoint must restore it, not redo it."""
     import torch
 
-    from nfvae.training import load_checkpoint
+    from nfvae.loading import load_module
 
     cfg = compose_cfg(["flow=glow", "flow.num_layers=2", *QUICK])
     train(cfg)
     checkpoints = sorted((tmp_path / "run").rglob("*.ckpt"))
     assert checkpoints, "the Trainer's default checkpointing wrote nothing"
-    model = load_checkpoint(checkpoints[-1]).model
+    model = load_module(checkpoints[-1]).model
     actnorm = model.flow.layers[0].actnorm
     assert bool(actnorm.initialized) and actnorm.log_scale.abs().sum() > 0
     saved = actnorm.log_scale.detach().clone()

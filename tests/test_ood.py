@@ -15,7 +15,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nfvae.ood import auroc
+from nfvae.tasks.ood import auroc
 from nfvae.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def write_npz(path, images):
 
 def run_ood(compose_cfg, tmp_path, checkpoint, overrides):
     cfg = compose_cfg([f"ckpt_path={checkpoint}", "task=ood", "eval.num_samples=8",
-                       "ood.max_examples=60", *overrides],
+                       "task.max_examples=60", *overrides],
                       config_name="eval", output_dir=tmp_path / "ood")
     return instantiate(cfg.task)(cfg), tmp_path / "ood"
 
@@ -66,7 +66,7 @@ def test_tiny_run_gives_auroc_json_png_and_tensorboard_figure(digits_checkpoint,
     noise = np.random.default_rng(0).random((80, 8, 8)).astype(np.float32)
     path = write_npz(tmp_path / "noise.npz", noise)
     results, out = run_ood(compose_cfg, tmp_path, digits_checkpoint,
-                           ["ood_data=npz", f"+ood.data.path={path}", "+ood.data.binarize=none"])
+                           ["ood_data=npz", f"+task.other_data.path={path}", "+task.other_data.binarize=none"])
     assert 0.0 <= results["auroc"] <= 1.0
     assert results["auroc"] > 0.8, "uniform noise should look far less likely than digits"
     assert results["other_binarized"] is True
@@ -86,7 +86,7 @@ def test_other_shape_is_refused(digits_checkpoint, compose_cfg, tmp_path):
     path = write_npz(tmp_path / "six.npz", np.zeros((10, 6, 6), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"shape \(1, 6, 6\), but the model takes \(1, 8, 8\)"):
         run_ood(compose_cfg, tmp_path, digits_checkpoint, ["ood_data=npz",
-                                                           f"+ood.data.path={path}"])
+                                                           f"+task.other_data.path={path}"])
 
 
 def test_unknown_or_missing_ood_data_is_refused(digits_checkpoint, compose_cfg, tmp_path):
@@ -111,7 +111,7 @@ def test_eval_cli_mnist_against_omniglot(data_dir, shared_file, tmp_path):
     subprocess.run(
         [sys.executable, "eval.py", "task=ood", "ood_data=omniglot",
          f"ckpt_path={tmp_path / 'mnist' / 'checkpoints' / 'last.ckpt'}",
-         f"paths.data_dir={data_dir}", "eval.num_samples=4", "ood.max_examples=100",
+         f"paths.data_dir={data_dir}", "eval.num_samples=4", "task.max_examples=100",
          f"hydra.run.dir={out}"],
         cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
     results = json.loads((out / "ood.json").read_text())

@@ -15,10 +15,11 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.distributions import MultivariateNormal
 
 from nfvae.flows import FLOW_FAMILIES, stack
-from nfvae.toy.module import CLASS_KEY, MaximumLikelihoodModule, ReverseKLModule
+from nfvae.loading import MODULE_KEY
+from nfvae.toy.module import MaximumLikelihoodModule, ReverseKLModule
 from nfvae.toy.targets import U1, EightGaussians
 from nfvae.training import train
-from nfvae.viz.report import visualize
+from nfvae.tasks.visualize import visualize
 
 NO_FLOW = {"_target_": "nfvae.flows.stack", "_partial_": True, "name": "none", "family": None,
            "num_layers": 0, "amortized": False}
@@ -163,7 +164,7 @@ def test_energy_run_logs_figures_scalars_hparams_and_visualizes(compose_cfg, tmp
     assert hparams["flow.name"] == "planar" and hparams["flow.num_layers"] == 4
     assert {"val/kl", "test/kl"} <= metric_tags
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint[CLASS_KEY] == "nfvae.toy.module.ReverseKLModule"
+    assert checkpoint[MODULE_KEY] == "nfvae.toy.module.ReverseKLModule"
 
     viz_cfg = compose_cfg([f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
                            f"out={tmp_path / 'figures'}", "toy.grid_size=40"],

@@ -14,7 +14,9 @@ import torch
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nfvae.module import FlowVAEModule
-from nfvae.training import evaluate, load_checkpoint, train
+from nfvae.loading import load_module
+from nfvae.tasks.nll import nll
+from nfvae.training import train
 from tests_support import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +121,7 @@ def test_eval_gives_finite_nll_below_negative_elbo(trained_run, compose_cfg, tmp
     out, _ = trained_run
     cfg = compose_cfg([f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "eval.num_samples=200"],
                       config_name="eval", output_dir=tmp_path / "eval")
-    results = evaluate(cfg)
+    results = nll(cfg)
     assert results["num_examples"] == 180
     assert torch.isfinite(torch.tensor(results["nll"]))
     assert results["nll"] < results["neg_elbo"]
@@ -213,11 +215,11 @@ def test_cli_train_then_eval(tmp_path):
 def test_load_checkpoint_rejects_missing_and_truncated_files(trained_run, tmp_path):
     out, _ = trained_run
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        load_checkpoint(tmp_path / "nope.ckpt")
+        load_module(tmp_path / "nope.ckpt")
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes((out / "checkpoints" / "last.ckpt").read_bytes()[:1000])
     with pytest.raises(RuntimeError, match="could not load checkpoint .*broken.ckpt"):
-        load_checkpoint(broken)
+        load_module(broken)
 
 
 def test_evaluation_binarization_does_not_follow_the_run_seed():

@@ -8,9 +8,10 @@ from torch import Tensor
 
 from nfvae.data.base import TensorDataModule, seeded_split
 from nfvae.data.layout import MNIST_RAW, fetch_command
+from nfvae.errors import UserError
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UserError, FileNotFoundError):
     """A dataset's files are missing and downloading is disabled."""
 
 

@@ -22,12 +22,13 @@ from torch import Tensor
 
 from nfvae.data.base import TensorDataModule, seeded_split
 from nfvae.data.mnist import DataNotFoundError
+from nfvae.errors import UserError
 
 VALUE_RANGES = ("auto", "binary", "unit", "byte")
 SPLIT_KEYS = {"train": "train", "val": "valid", "test": "test"}
 
 
-class NpzFormatError(ValueError):
+class NpzFormatError(UserError, ValueError):
     """The .npz file lacks an array or holds one of the wrong shape, dtype or values."""
 
 

@@ -10,6 +10,7 @@ TensorBoard text card ``diagnose/report`` and ``diagnose/*`` scalars.
 from __future__ import annotations
 
 import logging
+from functools import singledispatch
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -28,6 +29,8 @@ from nfvae.diagnose.latent import (
 from nfvae.diagnose.modes import dropped_modes
 from nfvae.diagnose.scalars import read_scalars, training_findings
 from nfvae.diagnose.thresholds import Thresholds
+from nfvae.module import FlowVAEModule
+from nfvae.toy.module import ToyDensityModule
 from nfvae.viz.latent import latent_snapshot
 
 log = logging.getLogger(__name__)
@@ -67,17 +70,33 @@ def density_findings(module, thresholds: Thresholds, num_samples: int = 20000
     return findings, {"diagnose/dropped_modes": float(dropped)}
 
 
+@singledispatch
+def model_findings(module: pl.LightningModule, datamodule, thresholds: Thresholds,
+                   gaps: bool = False) -> tuple[list[Finding], dict[str, float], float]:
+    """(findings, scalars, KL warm-up in epochs) of the checks for ``module``'s kind.
+
+    A kind without checks of its own registers none and still gets those of its
+    run's scalars."""
+    return [], {}, 0.0
+
+
+@model_findings.register
+def _(module: ToyDensityModule, datamodule, thresholds: Thresholds, gaps: bool = False):
+    return (*density_findings(module, thresholds), 0.0)
+
+
+@model_findings.register
+def _(module: FlowVAEModule, datamodule, thresholds: Thresholds, gaps: bool = False):
+    x, labels = datamodule.split("val")
+    findings, scalars = vae_findings(module, x, labels, thresholds, gaps=gaps)
+    return findings, scalars, float(getattr(module, "warmup_epochs", 0.0))
+
+
 def diagnose_module(module, datamodule, events_dir: str | Path | None,
                     thresholds: Thresholds, gaps: bool = False
                     ) -> tuple[list[Finding], dict[str, float]]:
     """Every check that applies to ``module``'s kind, and those of its run's scalars."""
-    if hasattr(module, "target"):  # a 2-D density model
-        findings, scalars = density_findings(module, thresholds)
-        warmup = 0.0
-    else:
-        x, labels = datamodule.split("val")
-        findings, scalars = vae_findings(module, x, labels, thresholds, gaps=gaps)
-        warmup = float(getattr(module, "warmup_epochs", 0.0))
+    findings, scalars, warmup = model_findings(module, datamodule, thresholds, gaps)
     if events_dir is not None and Path(events_dir).is_dir():
         findings += training_findings(read_scalars(events_dir), warmup, thresholds)
     return rank(findings), scalars

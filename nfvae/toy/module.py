@@ -34,13 +34,10 @@ from nfvae.flows import (
     initialize_by_inverse,
     uninitialized_actnorms,
 )
+from nfvae.loading import MODULE_KEY, class_path
 from nfvae.model import standard_normal_log_prob
 from nfvae.module import logger_writes_this_step
 from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
-
-#: Checkpoints of these modules record their class here, so scripts that only
-#: get a checkpoint path (visualize.py) know what to load it with.
-CLASS_KEY = "nfvae_module_class"
 
 
 def invertible_families() -> list[str]:
@@ -101,7 +98,7 @@ class ToyDensityModule(pl.LightningModule):
         apply_optimizer_settings(checkpoint, self.hparams.optimizer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint[MODULE_KEY] = class_path(self)  # what nfvae.loading.load_module loads
         record_validation_metrics(self._trainer, checkpoint)
 
     # -- the loop ------------------------------------------------------------------
@@ -196,6 +193,11 @@ class MaximumLikelihoodModule(ToyDensityModule):
         """log q(x) = log N(f^{-1}(x)) + log|det d f^{-1}/dx|, shape (B,)."""
         z0, inverse_log_det = self.flow.inverse(x)
         return self.base_log_prob(z0) + inverse_log_det
+
+    def example_nll(self, x: Tensor, index: Tensor, num_samples: int, seed: int,
+                    max_batch_samples: int = 0) -> Tensor:
+        """-log q(x) per example, (B,): exact, so index, seed and samples do not matter."""
+        return -self.log_prob(x.to(self.device))
 
     def losses(self, x: Tensor) -> dict[str, Tensor]:
         log_q = self.log_prob(x)

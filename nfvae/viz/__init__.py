@@ -1,10 +1,11 @@
-"""Figures of what the model and its flow do, and callbacks that log them."""
+"""Figures of what the model and its flow do, and callbacks that log them.
 
-import matplotlib
+Importing this package leaves matplotlib's backend alone (a notebook keeps its own);
+the commands, which draw only into files and TensorBoard, choose Agg
+(``nfvae.cli.use_file_backend``).
+"""
 
-matplotlib.use("Agg")  # before any pyplot import: no display on training machines
-
-from nfvae.viz.callbacks import (  # noqa: E402
+from nfvae.viz.callbacks import (
     EmbeddingProjector,
     LatentSpaceLogger,
     ToyDensityLogger,

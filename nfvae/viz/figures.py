@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import make_grid
 
 
 def image_grid(images: Tensor, nrow: int, upscale: int = 1) -> Tensor:

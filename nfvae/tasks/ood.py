@@ -1,11 +1,13 @@
-"""Outlier detection by likelihood: ``python eval.py task=ood ckpt_path=... ood_data=omniglot``.
+"""Outlier detection by likelihood: ``python eval.py task=ood ckpt_path=... task.other=omniglot``.
 
 A VAE trained on one dataset scores images by their importance-sampled negative
 log-likelihood, -log p(x) ~ -log (1/S) sum_s p(x, zK_s) / qK(zK_s|x) (Burda et al.
 2016). The in-distribution test set and another dataset are scored alike; the AUROC
 of "NLL separates the other dataset from the test set" summarises how well the
 model's likelihood detects outliers (0.5: chance; below 0.5: the other data get
-*higher* likelihood, the failure Nalisnick et al. 2019 describe). The two NLL
+*higher* likelihood, the failure Nalisnick et al. 2019 describe). Both sets are scored
+through the module's one fixed-noise NLL (``example_nll``), so the in-distribution
+NLLs are those task=nll gives on the same checkpoint and examples. The two NLL
 histograms go to a PNG and to TensorBoard (``ood/nll_histograms``).
 
 The other dataset must reach the model as its training data did: the same image shape
@@ -18,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,13 +27,10 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from nfvae.model import FlowVAE
-from nfvae.objectives import importance_log_likelihood
-from nfvae.training import build_datamodule, check_output_dir, checkpoint_and_data
+from nfvae.config import CONF_DIR
+from nfvae.tasks.common import build_datamodule, check_output_dir, checkpoint_and_data, example_nlls
 
 log = logging.getLogger(__name__)
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def average_ranks(x: Tensor) -> Tensor:
@@ -61,17 +59,6 @@ def auroc(negatives: Tensor, positives: Tensor) -> float:
     return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-@torch.no_grad()
-def negative_log_likelihoods(model: FlowVAE, x: Tensor, num_samples: int, batch_size: int,
-                             max_batch_samples: int = 2**16) -> Tensor:
-    """Importance-sampled -log p(x) in nats per image, shape (N,)."""
-    device = next(model.parameters()).device
-    parts = [-importance_log_likelihood(model, x[i:i + batch_size].to(device), num_samples,
-                                        max_batch_samples).cpu()
-             for i in range(0, len(x), batch_size)]
-    return torch.cat(parts)
-
-
 def histogram_figure(nll_in: Tensor, nll_out: Tensor, name_in: str, name_out: str,
                      area: float, bins: int = 50) -> Figure:
     """The two NLL histograms on shared bins, as densities so unequal sizes compare."""
@@ -90,11 +77,12 @@ def histogram_figure(nll_in: Tensor, nll_out: Tensor, name_in: str, name_out: st
     return figure
 
 
-def ood_data_config(ood_data: Any, cfg: DictConfig) -> DictConfig:
+def ood_data_config(ood_data: Any, cfg: DictConfig, overrides: Any = None) -> DictConfig:
     """The other dataset's config: a conf/data/ name, or a full config with _target_.
 
     A name is composed from the data group and resolved against this run's ``paths``
-    and ``seed``; ``cfg.ood.data`` (e.g. ``+ood.data.binarize=static``) is merged on top.
+    and ``seed``; ``overrides`` (``task.other_data``, e.g. ``+task.other_data.binarize=static``)
+    are merged on top.
     """
     if OmegaConf.is_config(ood_data) and "_target_" in ood_data:
         data = ood_data
@@ -114,18 +102,18 @@ def ood_data_config(ood_data: Any, cfg: DictConfig) -> DictConfig:
                 with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
                     data = compose_group()
         except MissingConfigException as error:
-            raise ValueError(f"ood_data={ood_data}: no such data config; choose one of "
+            raise ValueError(f"task.other={ood_data}: no such data config; choose one of "
                              f"{', '.join(available)}") from error
     else:
         raise ValueError("task=ood needs the other dataset: ood_data=<name of a conf/data/ "
-                         f"config>, e.g. ood_data=omniglot (got {ood_data!r})")
+                         "config> (the short spelling of task.other=<name>), e.g. "
+                         f"ood_data=omniglot (got {ood_data!r})")
     wrapper = OmegaConf.create({
         "paths": {"data_dir": cfg.paths.data_dir},
         "seed": cfg.seed,
         "data": OmegaConf.to_container(data, resolve=False),
     })
-    overrides = (cfg.get("ood") or {}).get("data") or {}
-    wrapper.data = OmegaConf.merge(wrapper.data, overrides)
+    wrapper.data = OmegaConf.merge(wrapper.data, overrides or {})
     return OmegaConf.create(OmegaConf.to_container(wrapper, resolve=True)["data"])
 
 
@@ -146,27 +134,28 @@ def _nll_summary(nll: Tensor, dims: int) -> dict[str, float | int]:
 
 
 @torch.no_grad()
-def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
-    """Score the test set and ``ood_data`` by NLL; write ood.json, a PNG, TensorBoard."""
+def detect_outliers(cfg: DictConfig, other: Any = None, other_data: Any = None,
+                    max_examples: int | None = None, bins: int = 50) -> dict[str, Any]:
+    """Score the test set and the ``other`` dataset by NLL; write ood.json, a PNG and
+    TensorBoard. The arguments are conf/task/ood.yaml's options."""
     torch.manual_seed(cfg.seed)
-    ood_cfg = ood_data_config(cfg.get("ood_data"), cfg)  # fail on a bad name before loading
-    module, in_cfg = checkpoint_and_data(cfg)
-    model = module.model
-    in_data, ood_data = build_datamodule(in_cfg), build_datamodule(ood_cfg)
+    ood_cfg = ood_data_config(other, cfg, other_data)  # fail on a bad name before loading
+    module, in_data = checkpoint_and_data(cfg)
+    in_cfg = cfg.get("data") or module.hparams.get("data")
+    ood_data = build_datamodule(ood_cfg)
     name_in = _data_name(in_cfg)
-    name_out = str(cfg.ood_data) if isinstance(cfg.ood_data, str) else _data_name(ood_cfg)
-    if tuple(ood_data.data_shape) != tuple(model.data_shape):
+    name_out = str(other) if isinstance(other, str) else _data_name(ood_cfg)
+    data_shape = tuple(module.hparams["data_shape"])
+    if tuple(ood_data.data_shape) != data_shape:
         raise ValueError(
-            f"ood_data={name_out} gives images of shape {tuple(ood_data.data_shape)}, but the "
-            f"model takes {tuple(model.data_shape)}: bring the other dataset to the model's "
-            "input shape (e.g. +ood.data.image_size=28 for omniglot, or image_shape for npz) "
+            f"task.other={name_out} gives images of shape {tuple(ood_data.data_shape)}, but the "
+            f"model takes {data_shape}: bring the other dataset to the model's input shape "
+            "(e.g. +task.other_data.image_size=28 for omniglot, or image_shape for npz) "
             "or choose one of the same shape")
 
-    options = cfg.get("ood") or {}
     split = cfg.eval.split
-    limit = options.get("max_examples")
-    x_in = in_data.split(split)[0][:limit]
-    x_out = ood_data.split(split)[0][:limit]
+    x_in = in_data.split(split)[0][:max_examples]
+    x_out = ood_data.split(split)[0][:max_examples]
     binarized = False
     if _is_binary(x_in) and not _is_binary(x_out):
         # The model has only seen 0/1 pixels: draw the other set's pixels once, seeded.
@@ -174,15 +163,13 @@ def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
         x_out = torch.bernoulli(x_out, generator=generator)
         binarized = True
 
-    num_samples, batch = int(cfg.eval.num_samples), int(cfg.eval.batch_size)
-    max_batch_samples = int(cfg.eval.max_batch_samples)
-    nll_in = negative_log_likelihoods(model, x_in, num_samples, batch, max_batch_samples)
-    nll_out = negative_log_likelihoods(model, x_out, num_samples, batch, max_batch_samples)
+    num_samples = int(cfg.eval.num_samples)
+    nll_in = example_nlls(module, x_in, cfg.eval)
+    nll_out = example_nlls(module, x_out, cfg.eval)
     area = auroc(nll_in, nll_out)
 
     out_dir = check_output_dir(cfg.paths.output_dir)
-    bins = int(options.get("bins") or 50)
-    figure = histogram_figure(nll_in, nll_out, name_in, name_out, area, bins)
+    figure = histogram_figure(nll_in, nll_out, name_in, name_out, area, int(bins or 50))
     png = out_dir / "ood_nll_histograms.png"
     figure.savefig(png, dpi=100)
     from torch.utils.tensorboard import SummaryWriter
@@ -193,7 +180,7 @@ def detect_outliers(cfg: DictConfig) -> dict[str, Any]:
         writer.add_histogram("ood/nll_other", nll_out, 0)
         writer.add_scalar("ood/auroc", area, 0)
 
-    dims = math.prod(model.data_shape)
+    dims = math.prod(data_shape)
     results = {
         "checkpoint": str(cfg.ckpt_path),
         "in_distribution": name_in,

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from nfvae.diagnose.findings import render_markdown
 from nfvae.diagnose.report import diagnose_module
 from nfvae.diagnose.thresholds import Thresholds
+from nfvae.tasks.common import check_output_dir, checkpoint_and_data
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,10 @@ def run_events_dir(ckpt_path: str | Path) -> Path | None:
 
 @torch.no_grad()
 def diagnose(cfg: DictConfig, gaps: bool = False) -> dict:
-    from nfvae.training import build_datamodule, check_output_dir
-    from nfvae.viz.report import load_any_checkpoint
-
+    """The findings of ``diagnose_module`` for ``cfg.ckpt_path`` (any kind of model),
+    with its run's event files when they lie beside it; writes diagnose.md and .json."""
     torch.manual_seed(cfg.seed)
-    module = load_any_checkpoint(cfg.ckpt_path).eval()
-    data_cfg = cfg.get("data") or module.hparams.get("data")
-    datamodule = build_datamodule(data_cfg) if data_cfg is not None else None
+    module, datamodule = checkpoint_and_data(cfg, need_data=False)
     thresholds = Thresholds.from_config(OmegaConf.to_container(cfg.get("diagnose") or {}))
     events = run_events_dir(cfg.ckpt_path)
     findings, scalars = diagnose_module(module, datamodule, events, thresholds, gaps)

@@ -1,15 +1,15 @@
 """visualize(cfg): a checkpoint's figures as PNG files and an animated GIF.
 
 The same figure functions as the TensorBoard callbacks draw them; which set is
-drawn follows the checkpoint's module (``render`` dispatches on its type):
-a 2-D density experiment (``nfvae.toy``) or a FlowVAE.
+drawn follows the checkpoint's module (``render`` dispatches on its type:
+a 2-D density experiment, ``nfvae.toy``, or a FlowVAE). A new kind of model
+registers its own ``render``; any checkpoint loads through ``nfvae.loading``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from functools import singledispatch
 from pathlib import Path
@@ -17,14 +17,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from nfvae.checkpoints import read_checkpoint
+from nfvae.loading import load_module
 from nfvae.module import FlowVAEModule
-from nfvae.toy.module import CLASS_KEY, ToyDensityModule
-from nfvae.training import load_checkpoint
+from nfvae.tasks.common import build_datamodule
+from nfvae.toy.module import ToyDensityModule
 from nfvae.viz.figures import figure_to_image
 from nfvae.viz.gif import write_gif
 from nfvae.viz.toy import ToyFigureSettings, toy_figures, toy_frames
@@ -37,21 +36,6 @@ from nfvae.viz.vae import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def load_any_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> pl.LightningModule:
-    """Load a checkpoint with the LightningModule class it records (``CLASS_KEY``, the
-    toy modules); one that records none is a FlowVAE's (``nfvae.training.load_checkpoint``)."""
-    checkpoint = read_checkpoint(path)  # names a missing or broken file
-    if CLASS_KEY not in checkpoint:
-        return load_checkpoint(path, map_location)
-    try:
-        module_class = get_class(checkpoint[CLASS_KEY])
-        return module_class.load_from_checkpoint(path, map_location=map_location,
-                                                 weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(
-            f"could not load checkpoint {path}: {type(error).__name__}: {error}") from error
 
 
 def _file_name(tag: str) -> str:
@@ -106,10 +90,7 @@ def _(module: FlowVAEModule, cfg: DictConfig, out: Path) -> list[Path]:
     data_cfg = cfg.get("data") or module.hparams.data
     if data_cfg is None:
         raise ValueError("the checkpoint records no data config; pass data=<name>")
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    x, y = datamodule.split(cfg.split)
+    x, y = build_datamodule(data_cfg).split(cfg.split)
     x, y = x[: cfg.num_points], y[: cfg.num_points]
     model = module.model
     noise = torch.randn(25, model.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
@@ -127,8 +108,7 @@ def _(module: FlowVAEModule, cfg: DictConfig, out: Path) -> list[Path]:
 def visualize(cfg: DictConfig) -> list[Path]:
     """Load ``cfg.ckpt_path``, write its figures under ``cfg.out``; returns the files."""
     torch.manual_seed(cfg.seed)
-    module = load_any_checkpoint(cfg.ckpt_path)
-    module.eval()
+    module = load_module(cfg.ckpt_path)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     written = render(module, cfg, out)
