@@ -82,6 +82,24 @@ def test_tiny_run_gives_auroc_json_png_and_tensorboard_figure(digits_checkpoint,
     assert events.Scalars("ood/auroc")[0].value == pytest.approx(results["auroc"], abs=1e-6)
 
 
+def test_in_distribution_nll_is_task_nll_on_the_same_checkpoint(digits_checkpoint, compose_cfg,
+                                                                tmp_path):
+    """One NLL path with fixed noise per example: task=ood scores the test images exactly
+    as task=nll does (with fresh noise the two differed by the Monte-Carlo error)."""
+    noise = np.random.default_rng(0).random((80, 8, 8)).astype(np.float32)
+    path = write_npz(tmp_path / "noise.npz", noise)
+    ood_cfg = compose_cfg([f"ckpt_path={digits_checkpoint}", "task=ood", "eval.num_samples=8",
+                           "ood_data=npz", f"+task.other_data.path={path}"],
+                          config_name="eval", output_dir=tmp_path / "ood")
+    nll_cfg = compose_cfg([f"ckpt_path={digits_checkpoint}", "eval.num_samples=8"],
+                          config_name="eval", output_dir=tmp_path / "nll")
+    assert nll_cfg.task._target_ == "nfvae.tasks.nll.nll"  # the default task
+    scored = instantiate(ood_cfg.task)(ood_cfg)["in_distribution_nll"]
+    reference = instantiate(nll_cfg.task)(nll_cfg)
+    assert scored["n"] == reference["num_examples"]
+    assert scored["mean"] == pytest.approx(reference["nll"], rel=1e-6, abs=0)
+
+
 def test_other_shape_is_refused(digits_checkpoint, compose_cfg, tmp_path):
     path = write_npz(tmp_path / "six.npz", np.zeros((10, 6, 6), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"shape \(1, 6, 6\), but the model takes \(1, 8, 8\)"):
