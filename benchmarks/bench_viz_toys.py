@@ -23,7 +23,7 @@ import torch
 from common import compose  # benchmarks/common.py, beside this script
 
 from nfvae.training import train
-from nfvae.viz.report import visualize
+from nfvae.tasks.visualize import visualize
 
 PLANAR_32 = ["flow=planar", "flow.num_layers=32"]
 SPLINE_4 = ["flow=spline", "flow.num_layers=4", "flow.family.num_bins=16",

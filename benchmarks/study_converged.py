@@ -108,12 +108,13 @@ def active_units(run_dir: Path, data_dir: Path, threshold: float = 0.01) -> int 
     """Latent units whose posterior mean varies over the test set (variance > 0.01)."""
     import torch
 
-    from nfvae.training import build_datamodule, load_checkpoint
+    from nfvae.loading import load_module
+    from nfvae.tasks.common import build_datamodule
 
     path = run_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
         return None
-    module = load_checkpoint(path).eval()
+    module = load_module(path)
     data_cfg = dict(module.hparams.data)
     data_cfg.update(data_dir=str(data_dir), download=False)
     x, _ = build_datamodule(data_cfg).split("test")

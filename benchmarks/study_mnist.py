@@ -44,7 +44,9 @@ from common import compose, data_dir, pin_threads  # noqa: E402
 
 from nfvae.flows import FLOW_FAMILIES  # noqa: E402
 from nfvae.objectives import iwae_bound, log_importance_weights  # noqa: E402
-from nfvae.training import build_datamodule, load_checkpoint, train  # noqa: E402
+from nfvae.loading import load_module  # noqa: E402
+from nfvae.tasks.common import build_datamodule  # noqa: E402
+from nfvae.training import train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The issue's list, in table order; families not (yet) registered are skipped.
@@ -112,7 +114,7 @@ def run_overrides(args, dataset: str, flow: str, seed: int, out: Path) -> list[s
 def score_test_set(ckpt: Path, data_cfg, num_samples: int, limit: int | None,
                    max_batch_samples: int) -> dict[str, float]:
     """Test -ELBO and NLL (nats per image) from the same importance weights."""
-    module = load_checkpoint(ckpt)
+    module = load_module(ckpt)
     module.eval()
     datamodule = build_datamodule(data_cfg)
     x_test = datamodule.split("test")[0][:limit]
