@@ -9,6 +9,9 @@
   Lightning's messages, warnings, result tables and the error of a failed run.
 * Lightning's advert and a deprecation warning it triggers inside torch are
   silenced; nothing else is.
+* Figures are drawn with matplotlib's Agg backend (into files and TensorBoard);
+  importing nfvae as a library leaves the backend alone.
+* An error of the user's making derives from ``nfvae.errors.UserError``.
 
 This module imports no torch, so that ``--help`` stays fast: the scripts import the
 heavy modules inside the work function they pass to ``run_task``. (``--help`` itself:
