@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nfvae.tasks.ood import auroc
 from nfvae.training import train
+from nfvae.validation import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=10",
@@ -136,3 +137,15 @@ def test_eval_cli_mnist_against_omniglot(data_dir, shared_file, tmp_path):
     assert 0.0 <= results["auroc"] <= 1.0 and results["other"] == "omniglot"
     assert results["other_binarized"] is False  # omniglot's test split is binarized already
     assert (out / "ood_nll_histograms.png").is_file()
+
+
+def test_old_ood_option_spellings_are_told_their_new_names(compose_cfg, tmp_path):
+    cfg = compose_cfg(["ckpt_path=x.ckpt", "task=ood", "+ood.data.binarize=static"],
+                      config_name="eval", output_dir=tmp_path / "ood")
+    with pytest.raises(ConfigError, match=r"\+task\.other_data\.<key>=<value>"):
+        validate(cfg)
+    # The short spelling of the other dataset still works, as the shipped config says.
+    cfg = compose_cfg(["ckpt_path=x.ckpt", "task=ood", "ood_data=omniglot"],
+                      config_name="eval", output_dir=tmp_path / "ood")
+    assert cfg.task.other == "omniglot" and cfg.task.max_examples is None
+    validate(cfg)
