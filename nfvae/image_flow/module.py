@@ -18,6 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -33,10 +34,13 @@ from nfvae.image_flow.data import (
     image_levels,
     pad_images,
 )
-from nfvae.module import logger_writes_this_step
+from nfvae.distributed import rank_and_world
+from nfvae.module import _rank_seed, logger_writes_this_step, rng_state, set_rng_state
 
 #: Checkpoint entry naming the module's class (CONTRACTS: one loader for every kind).
 CLASS_KEY = "nfvae_module"
+#: Checkpoint entry with each rank's RNG states (the training dequantization noise).
+STATE_KEY = "nfvae"
 
 
 def _means(names) -> nn.ModuleDict:
@@ -82,6 +86,7 @@ class FlowDensityModule(pl.LightningModule):
         self.eval_noise_seed = int(eval_noise_seed)
         self.val_means = _means(("nll", "bpd"))
         self.test_means = _means(("nll", "bpd"))
+        self._resumed_rng: list[dict[str, Any]] | None = None
 
     # -- the data path ------------------------------------------------------------------
     @property
@@ -190,14 +195,30 @@ class FlowDensityModule(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_means, "test", self.test_num_samples)
 
-    # -- checkpoints and optimisation ---------------------------------------------------
+    # -- checkpoints (resumed runs draw the noise the uninterrupted run would) -----------
+    def on_train_start(self) -> None:
+        rank, world = rank_and_world()
+        states, self._resumed_rng = self._resumed_rng, None
+        if states and rank < len(states):
+            set_rng_state(states[rank])
+        elif states or world > 1:  # each rank its own dequantization noise
+            torch.manual_seed(_rank_seed(rank))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        states = [rng_state()]
+        if rank_and_world()[1] > 1:  # every rank dumps the checkpoint, so all gather
+            states = [None] * rank_and_world()[1]
+            dist.all_gather_object(states, rng_state())
+        checkpoint[STATE_KEY] = {"rng": states}
         record_validation_metrics(self._trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before Lightning loads the optimizer state: the configured settings apply.
         apply_optimizer_settings(checkpoint, self.hparams.optimizer)
+        self._resumed_rng = (checkpoint.get(STATE_KEY) or {}).get("rng")
+
+    # -- optimisation -------------------------------------------------------------------
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
