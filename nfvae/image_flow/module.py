@@ -148,10 +148,14 @@ class FlowDensityModule(pl.LightningModule):
         return -self.discrete_nll(torch.logsumexp(log_pv, 0) - math.log(num_samples))
 
     @torch.no_grad()
-    def example_nll(self, x: Tensor, index: Tensor, num_samples: int = 1,
-                    seed: int = 0) -> Tensor:
+    def example_nll(self, x: Tensor, index: Tensor, num_samples: int = 1, seed: int = 0,
+                    max_batch_samples: int | None = None) -> Tensor:
         """-log P(x) in nats per image (B,), exact given the dequantization draws, which
-        are fixed by (seed, index, draw): -log mean_s p(v_s) + D_model log K."""
+        are fixed by (seed, index, draw): -log mean_s p(v_s) + D_model log K.
+
+        ``num_samples``: dequantization draws (the exact density needs no importance
+        sampling; more draws tighten the bound). The draws run one batch at a time, so
+        ``max_batch_samples`` (the VAE's memory bound, same signature) is not needed."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         x = x.to(self.device)
