@@ -154,6 +154,15 @@ def test_mnist_experiments_run_one_step(experiment, kind, alpha, compose_cfg, da
     assert 0 < metrics["val/bpd"] < 50
 
 
+def test_realnvp_digits_runs_one_step(compose_cfg):
+    cfg = compose_cfg(["experiment=realnvp/digits", "trainer.fast_dev_run=true", *QUIET])
+    assert (cfg.module.kind, cfg.module.logit_alpha, cfg.module.permutation) == (
+        "realnvp", 1e-6, None)
+    assert cfg.data._target_.endswith("DigitsDataModule") and cfg.data.binarize == "none"
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/bpd"])
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """experiment=glow/digits as shipped, 10 of its epochs."""
