@@ -15,6 +15,7 @@ from nfvae.flows import uninitialized_actnorms
 from nfvae.flows.image import ActNorm2d, squeeze
 from nfvae.image_flow import FlowDensityModule
 from nfvae.image_flow.data import example_uniform
+from nfvae.image_flow.figures import image_flow_figures
 from nfvae.image_flow.module import CLASS_KEY
 from nfvae.training import build_datamodule, train
 from test_resume import finish, launch, pause_in, scalars, shown_steps, wait_for
@@ -133,6 +134,22 @@ def test_actnorm_starts_from_the_first_training_batch_only():
     before = {k: v.clone() for k, v in module.state_dict().items()}
     module.on_train_batch_start((digit_images(64, seed=1),), 1)
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_figures_leave_the_training_noise_stream_alone():
+    """Drawing uses its own seeded generators: the global RNG, which the training
+    dequantization noise comes from, is where it was (resumed runs stay exact)."""
+    module = small_module()
+    x = digit_images(8)
+    module.flow.initialize(module.dequantize(x))
+    generator = torch.Generator().manual_seed(0)
+    state = torch.get_rng_state()
+    figures = image_flow_figures(module, x, module.latent_noise(25, generator),
+                                 module.latent_noise(8, generator))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert figures.scalars["flow/round_trip_error"] < 1e-5
+    assert set(figures.histograms) == {f"flow/log_det/{p}" for p in
+                                       ("preprocessing", "level_1", "level_2", "top_prior")}
 
 
 @pytest.mark.parametrize(("experiment", "kind", "alpha"), [("glow/mnist", "glow", None),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nfvae.image_flow.data import image_levels
+from nfvae.image_flow.data import crop_images
 from nfvae.viz.figures import image_grid
 from nfvae.viz.vae import FigureSet
 
@@ -26,10 +26,10 @@ LEVEL_TEMPERATURE = 0.7
 
 
 def dequantized_images(module, x: Tensor, generator: torch.Generator) -> Tensor:
-    """Images in [0, 1] -> continuous v = (n + u) / K of the data's shape, u fixed by
-    ``generator`` (drawn on the CPU)."""
-    u = torch.rand(x.shape, generator=generator)
-    return ((image_levels(x, module.num_levels) + u) / module.num_levels).to(module.device)
+    """Images in [0, 1] -> continuous v = (n + u) / K of the flow's (padded) shape, u
+    drawn on the CPU from ``generator`` (the training noise's global stream untouched)."""
+    u = torch.rand((len(x), *module.model_shape), generator=generator)
+    return module.dequantize(x.to(module.device), u.to(module.device))
 
 
 def sample_grids(module, noise: list[Tensor], temperatures, upscale: int = 1
@@ -80,10 +80,11 @@ def image_flow_figures(module, x: Tensor, sample_noise: list[Tensor],
     [0, 1]; the dequantization noise of ``x`` is drawn from ``seed``."""
     figures = FigureSet()
     figures.images.update(sample_grids(module, sample_noise, temperatures, upscale))
-    v = dequantized_images(module, x, torch.Generator().manual_seed(seed))
+    padded = dequantized_images(module, x, torch.Generator().manual_seed(seed))
+    v = crop_images(padded, module.data_shape[1:])
     latents = module.encode(v)
     figures.scalars["flow/round_trip_error"] = float((module.decode(latents) - v).abs().max())
-    _, log_dets = module.flow.encode_parts(module.dequantize(x.to(module.device)))
+    _, log_dets = module.flow.encode_parts(padded)
     names = (["preprocessing"] + [f"level_{i + 1}" for i in range(len(log_dets) - 2)]
              + ["top_prior"])
     for name, log_det in zip(names, log_dets, strict=True):
