@@ -4,7 +4,9 @@
 module's kind (flow-VAE: collapse, idle layers, the flow's contribution, optionally the
 inference gaps; 2-D density: dropped modes) plus the checks of the run's own scalars,
 and returns the findings ranked. ``Diagnosis`` logs them when training ends, as the
-TensorBoard text card ``diagnose/report`` and ``diagnose/*`` scalars.
+TensorBoard text card ``diagnose/report`` and ``zz_diagnose/*`` scalars: single points
+at the last step, in a group that sorts after ``train`` and ``val`` so the scalar pages
+still open on the curves (``nfvae.tb_logger``).
 """
 
 from __future__ import annotations
@@ -45,16 +47,16 @@ def vae_findings(module, x, labels, thresholds: Thresholds, max_points: int = 50
     findings = (posterior_collapse(stats, thresholds) + idle_layers(stats, thresholds)
                 + flow_contribution(with_flow, without, num_layers, thresholds))
     scalars = {
-        "diagnose/active_units_zK": float((stats.active_zK > thresholds.active_unit).sum()),
-        "diagnose/active_units_z0": float((stats.active_z0 > thresholds.active_unit).sum()),
-        "diagnose/flow_gain_nats": without - with_flow,
+        "zz_diagnose/active_units_zK": float((stats.active_zK > thresholds.active_unit).sum()),
+        "zz_diagnose/active_units_z0": float((stats.active_z0 > thresholds.active_unit).sum()),
+        "zz_diagnose/flow_gain_nats": without - with_flow,
     }
     if gaps:
         with torch.enable_grad():
             measured = inference_gaps(model, x[:32])
         findings += gap_findings(measured)
-        scalars["diagnose/amortization_gap"] = measured.amortization
-        scalars["diagnose/approximation_gap"] = measured.approximation
+        scalars["zz_diagnose/amortization_gap"] = measured.amortization
+        scalars["zz_diagnose/approximation_gap"] = measured.approximation
     return findings, scalars
 
 
@@ -64,7 +66,7 @@ def density_findings(module, thresholds: Thresholds, num_samples: int = 20000
     samples = module.sample(num_samples, torch.Generator().manual_seed(0)).cpu()
     findings = dropped_modes(module.target, samples, thresholds)
     dropped = sum(f.check == "dropped_mode" and f.severity == "problem" for f in findings)
-    return findings, {"diagnose/dropped_modes": float(dropped)}
+    return findings, {"zz_diagnose/dropped_modes": float(dropped)}
 
 
 def diagnose_module(module, datamodule, events_dir: str | Path | None,
@@ -85,7 +87,7 @@ def diagnose_module(module, datamodule, events_dir: str | Path | None,
 
 class Diagnosis(pl.Callback):
     """At the end of fitting, on rank 0: the diagnosis as ``diagnose/report`` (text) and
-    ``diagnose/*`` scalars at the last step, and in the run's log."""
+    ``zz_diagnose/*`` scalars at the last step, and in the run's log."""
 
     def __init__(self, thresholds: dict | None = None, gaps: bool = False):
         super().__init__()
