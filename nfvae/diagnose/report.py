@@ -2,7 +2,9 @@
 
 ``diagnose_module(module, datamodule, events_dir)`` runs every check that applies to the
 module's kind (flow-VAE: collapse, idle layers, the flow's contribution, optionally the
-inference gaps; 2-D density: dropped modes) plus the checks of the run's own scalars,
+inference gaps, the class histogram of its samples; image density model: the class
+histogram; 2-D density: dropped modes) plus the checks of the run's own scalars (and,
+from the end-of-training callback, of its early stopping against the KL warm-up),
 and returns the findings ranked. ``Diagnosis`` logs them when training ends, as the
 TensorBoard text card ``diagnose/report`` and ``zz_diagnose/*`` scalars: single points
 at the last step, in a group that sorts after ``train`` and ``val`` so the scalar pages
@@ -18,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nfvae.diagnose.classes import class_findings
 from nfvae.diagnose.findings import Finding, rank, render_markdown
 from nfvae.diagnose.gaps import gap_findings, inference_gaps
 from nfvae.diagnose.latent import (
@@ -28,7 +31,12 @@ from nfvae.diagnose.latent import (
     posterior_collapse,
 )
 from nfvae.diagnose.modes import dropped_modes
-from nfvae.diagnose.scalars import read_scalars, training_findings
+from nfvae.diagnose.scalars import (
+    EarlyStoppingRecord,
+    read_scalars,
+    training_findings,
+    warmup_vs_early_stopping,
+)
 from nfvae.diagnose.thresholds import Thresholds
 from nfvae.viz.latent import latent_snapshot
 
@@ -69,20 +77,66 @@ def density_findings(module, thresholds: Thresholds, num_samples: int = 20000
     return findings, {"zz_diagnose/dropped_modes": float(dropped)}
 
 
+def has_classes(labels) -> bool:
+    """Integer labels of at least two classes (Frey Faces has none)."""
+    return (labels is not None and not torch.is_floating_point(labels)
+            and len(torch.unique(labels)) >= 2)
+
+
+def sample_class_findings(sample, datamodule, thresholds: Thresholds
+                          ) -> tuple[list[Finding], dict[str, float]]:
+    """The class histogram of ``sample(n)``'s images against the data's (image models
+    with labelled data; ``nfvae.diagnose.classes``)."""
+    train = datamodule.split("train")
+    if thresholds.class_samples <= 0 or not has_classes(train[1]):
+        return [], {}
+    with torch.random.fork_rng():  # the same samples every time, the run's RNG untouched
+        torch.manual_seed(0)
+        findings, _ = class_findings(lambda n: sample(n).cpu(), train, thresholds,
+                                     num_samples=thresholds.class_samples)
+    missing = sum(f.check == "dropped_class" and f.severity == "problem" for f in findings)
+    return findings, {"zz_diagnose/missing_classes": float(missing)}
+
+
 def diagnose_module(module, datamodule, events_dir: str | Path | None,
-                    thresholds: Thresholds, gaps: bool = False
+                    thresholds: Thresholds, gaps: bool = False,
+                    early_stopping: EarlyStoppingRecord | None = None
                     ) -> tuple[list[Finding], dict[str, float]]:
-    """Every check that applies to ``module``'s kind, and those of its run's scalars."""
+    """Every check that applies to ``module``'s kind, and those of its run's scalars
+    (and of its early stopping, when the caller saw it: ``early_stopping_record``)."""
     if hasattr(module, "target"):  # a 2-D density model
         findings, scalars = density_findings(module, thresholds)
+        warmup = 0.0
+    elif not hasattr(module, "model"):  # an image density model: samples only
+        findings, scalars = sample_class_findings(module.sample, datamodule, thresholds)
         warmup = 0.0
     else:
         x, labels = datamodule.split("val")
         findings, scalars = vae_findings(module, x, labels, thresholds, gaps=gaps)
+        more, numbers = sample_class_findings(module.model.sample, datamodule, thresholds)
+        findings, scalars = findings + more, {**scalars, **numbers}
         warmup = float(getattr(module, "warmup_epochs", 0.0))
     if events_dir is not None and Path(events_dir).is_dir():
         findings += training_findings(read_scalars(events_dir), warmup, thresholds)
+    findings += warmup_vs_early_stopping(early_stopping, warmup)
     return rank(findings), scalars
+
+
+def early_stopping_record(trainer: pl.Trainer) -> EarlyStoppingRecord | None:
+    """What the trainer's (first) early-stopping callback did, if it has one."""
+    from nfvae.callbacks import WarmupEarlyStopping
+
+    callbacks = trainer.early_stopping_callbacks
+    if not callbacks:
+        return None
+    stopper = callbacks[0]
+    # Lightning records the epoch it stopped at, 0 meaning "did not stop".
+    stopped = trainer.current_epoch if stopper.stopped_epoch > 0 else None
+    return EarlyStoppingRecord(
+        stopped_epoch=stopped, wait_count=int(stopper.wait_count),
+        patience=int(stopper.patience), last_epoch=trainer.current_epoch,
+        respects_warmup=isinstance(stopper, WarmupEarlyStopping),
+        monitor=str(stopper.monitor))
 
 
 class Diagnosis(pl.Callback):
@@ -107,7 +161,7 @@ class Diagnosis(pl.Callback):
         try:
             findings, scalars = diagnose_module(
                 pl_module, trainer.datamodule, trainer.logger.log_dir, self.thresholds,
-                self.gaps)
+                self.gaps, early_stopping_record(trainer))
         finally:
             pl_module.train(was_training)
         text = render_markdown(findings)
