@@ -10,8 +10,14 @@ from torch import nn
 
 from nfvae.data.digits import DigitsDataModule
 from nfvae.diagnose import Thresholds
-from nfvae.diagnose.classes import cache_key, cached_classifier, class_findings, holdout_split
-from nfvae.diagnose.classes import ClassifierSettings, predict
+from nfvae.diagnose.classes import (
+    ClassifierSettings,
+    cache_key,
+    cached_classifier,
+    class_findings,
+    holdout_split,
+    predict,
+)
 from nfvae.diagnose.grad_norm import global_grad_norm
 from nfvae.diagnose.report import diagnose_module
 from nfvae.diagnose.scalars import (
@@ -20,7 +26,7 @@ from nfvae.diagnose.scalars import (
     read_scalars,
     warmup_vs_early_stopping,
 )
-from nfvae.training import train
+from nfvae.training import build_datamodule, load_checkpoint, train
 from tests.tests_support import read_events
 
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.images",
@@ -163,7 +169,7 @@ def test_classes_missing_from_skewed_samples_are_named(tmp_path):
     found, ratios = class_findings(even, train_split, Thresholds(), cache_dir=tmp_path)
     assert [f.severity for f in found] == ["ok"], found
     assert 0.5 < float(ratios.min()) and float(ratios.max()) < 2.0
-    assert "97% held-out accuracy" in found[0].summary or "held-out accuracy" in found[0].summary
+    assert "held-out accuracy" in found[0].summary
 
 
 def test_classifier_is_trained_once_per_dataset_and_cached(tmp_path):
@@ -184,8 +190,6 @@ def test_classifier_is_trained_once_per_dataset_and_cached(tmp_path):
 def test_a_vae_diagnosis_includes_the_class_histogram_of_its_samples(compose_cfg, tmp_path):
     run = tmp_path / "run"
     train(compose_cfg(["trainer.max_epochs=1", *QUIET], output_dir=run))
-    from nfvae.training import build_datamodule, load_checkpoint
-
     module = load_checkpoint(run / "checkpoints" / "last.ckpt").eval()
     findings, scalars = diagnose_module(module, build_datamodule(module.hparams.data), None,
                                         Thresholds())

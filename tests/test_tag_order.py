@@ -19,7 +19,7 @@ import pytest
 import tensorboard
 
 from nfvae.training import train
-from tests_support import compare_tag_names, read_events, tensorboard_group_order
+from tests.tests_support import compare_tag_names, read_events, tensorboard_group_order
 
 #: Tags that exercise every rule of the order: numbers by value, '/' and digits before
 #: letters, upper before lower case, a group that is a prefix of another.

@@ -37,7 +37,8 @@ from nfvae.diagnose.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 
-CLASS_FIGURES = "TensorBoard IMAGES: viz/images/samples (or the model's sample grids)"
+#: The VAE's sample grid; other models name theirs (``class_findings(figure=...)``).
+CLASS_FIGURES = "TensorBoard IMAGES: viz/images/samples"
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def class_findings(sample: Callable[[int], Tensor], train: tuple[Tensor, Tensor]
                    thresholds: Thresholds, num_samples: int = 1000,
                    cache_dir: str | Path | None = None,
                    settings: ClassifierSettings = ClassifierSettings(),
-                   class_names: list[str] | None = None) -> tuple[list[Finding], Tensor]:
+                   class_names: list[str] | None = None, figure: str = CLASS_FIGURES
+                   ) -> tuple[list[Finding], Tensor]:
     """Findings for the classes the samples miss or over-represent; also the ratios
     (share among samples / share among held-out training images) per class, (C,)."""
     fit, (x_ref, y_ref) = holdout_split(*train, settings)
@@ -164,7 +166,7 @@ def class_findings(sample: Callable[[int], Tensor], train: tuple[Tensor, Tensor]
                 check="dropped_class", severity="problem",
                 summary=f"class {names[c]} is missing from the samples: {float(shares[c]):.1%} "
                         f"of them against {float(reference[c]):.1%} of the data ({basis})",
-                value=ratio, threshold=fraction, figure=CLASS_FIGURES,
+                value=ratio, threshold=fraction, figure=figure,
                 advice="train longer; for a VAE, a weaker decoder or a flow prior; for a "
                        "flow, more levels or a lower sampling temperature hides, not fixes, it"))
         elif ratio > 1 / fraction:
@@ -172,7 +174,7 @@ def class_findings(sample: Callable[[int], Tensor], train: tuple[Tensor, Tensor]
                 check="dropped_class", severity="warning",
                 summary=f"class {names[c]} is over-represented: {float(shares[c]):.1%} of the "
                         f"samples against {float(reference[c]):.1%} of the data ({basis})",
-                value=ratio, threshold=1 / fraction, figure=CLASS_FIGURES,
+                value=ratio, threshold=1 / fraction, figure=figure,
                 advice="the model puts too much mass on this class's images: train longer "
                        "or check for mode collapse in the sample grids"))
     if not findings:
@@ -181,5 +183,5 @@ def class_findings(sample: Callable[[int], Tensor], train: tuple[Tensor, Tensor]
             summary=f"all {num_classes} classes in the samples, each at "
                     f"{float(ratios.min()):.2f} to {float(ratios.max()):.2f} times its share "
                     f"of the data ({basis})",
-            value=float(ratios.min()), threshold=fraction, figure=CLASS_FIGURES))
+            value=float(ratios.min()), threshold=fraction, figure=figure))
     return findings, ratios

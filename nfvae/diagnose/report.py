@@ -83,7 +83,8 @@ def has_classes(labels) -> bool:
             and len(torch.unique(labels)) >= 2)
 
 
-def sample_class_findings(sample, datamodule, thresholds: Thresholds
+def sample_class_findings(sample, datamodule, thresholds: Thresholds,
+                          figure: str = "TensorBoard IMAGES: viz/images/samples"
                           ) -> tuple[list[Finding], dict[str, float]]:
     """The class histogram of ``sample(n)``'s images against the data's (image models
     with labelled data; ``nfvae.diagnose.classes``)."""
@@ -93,7 +94,7 @@ def sample_class_findings(sample, datamodule, thresholds: Thresholds
     with torch.random.fork_rng():  # the same samples every time, the run's RNG untouched
         torch.manual_seed(0)
         findings, _ = class_findings(lambda n: sample(n).cpu(), train, thresholds,
-                                     num_samples=thresholds.class_samples)
+                                     num_samples=thresholds.class_samples, figure=figure)
     missing = sum(f.check == "dropped_class" and f.severity == "problem" for f in findings)
     return findings, {"zz_diagnose/missing_classes": float(missing)}
 
@@ -108,7 +109,9 @@ def diagnose_module(module, datamodule, events_dir: str | Path | None,
         findings, scalars = density_findings(module, thresholds)
         warmup = 0.0
     elif not hasattr(module, "model"):  # an image density model: samples only
-        findings, scalars = sample_class_findings(module.sample, datamodule, thresholds)
+        # ImageFlowLogger's grid at temperature 1 (samples/T_<T>)
+        findings, scalars = sample_class_findings(
+            module.sample, datamodule, thresholds, "TensorBoard IMAGES: viz/samples/T_1")
         warmup = 0.0
     else:
         x, labels = datamodule.split("val")
