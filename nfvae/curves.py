@@ -10,8 +10,8 @@ a curve, not the final figure, which the full test set with 5000 samples gives.
 Compute is counted while training only (the training batches of each epoch, not
 validation, figures or this callback's own scoring): wall-clock seconds and the
 process's CPU seconds. Both are kept in checkpoints, so a resumed run continues the
-count. Each point goes to TensorBoard (``test_curve/nll`` and ``test_curve/neg_elbo``
-against the epoch, ``test_curve/nll_vs_train_seconds`` against the training
+count. Each point goes to TensorBoard (``zz_test_curve/nll`` and ``zz_test_curve/neg_elbo``
+against the epoch, ``zz_test_curve/nll_vs_train_seconds`` against the training
 seconds) and, as one JSON line, to ``test_curve.jsonl`` in the run folder, with the
 run's health figures (resident memory, event-file and checkpoint-folder sizes,
 seconds per epoch, the seconds spent in validation and the figures drawn after it), so
@@ -170,13 +170,14 @@ class NLLCurveLogger(pl.Callback):
         }
         writer = _tensorboard(trainer)
         if writer is not None:
-            writer.add_scalar("test_curve/nll", nll, epoch + 1)
-            writer.add_scalar("test_curve/neg_elbo", neg_elbo, epoch + 1)
-            writer.add_scalar("test_curve/nll_vs_train_seconds", nll, int(self.train_seconds))
-            writer.add_scalar("test_curve/train_cpu_hours", self.train_cpu_seconds / 3600,
+            writer.add_scalar("zz_test_curve/nll", nll, epoch + 1)
+            writer.add_scalar("zz_test_curve/neg_elbo", neg_elbo, epoch + 1)
+            writer.add_scalar("zz_test_curve/nll_vs_train_seconds", nll,
+                              int(self.train_seconds))
+            writer.add_scalar("zz_test_curve/train_cpu_hours", self.train_cpu_seconds / 3600,
                               epoch + 1)
-            writer.add_scalar("health/rss_mb", point["rss_mb"], epoch + 1)
-            writer.add_scalar("health/epoch_seconds", self.last_epoch_seconds, epoch + 1)
+            writer.add_scalar("zz_health/rss_mb", point["rss_mb"], epoch + 1)
+            writer.add_scalar("zz_health/epoch_seconds", self.last_epoch_seconds, epoch + 1)
         with open(Path(trainer.default_root_dir) / self.file, "a") as f:
             f.write(json.dumps(point) + "\n")
 

@@ -12,8 +12,9 @@ The tab reads as one table of trials when
 * Hydra's plumbing (``_target_``, ``_partial_``, ...) is left out; the dataset and
   model are named by their config group option (``data.name: digits``).
 
-The metrics are the run's own ``val/*`` and ``test/*`` scalars (the tab shows
-each one's last value), so no extra ``hp/*`` copies crowd the scalar page.
+The metrics are the run's own ``val/*`` and test scalars (the tab shows each one's
+last value, read from their TensorBoard tags, ``zz_test/*``: ``nfvae.tb_logger``),
+so no extra ``hp/*`` copies crowd the scalar page.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from nfvae.config import to_plain
+from nfvae.tb_logger import tensorboard_tag
 
 #: TensorBoard's HParams tab ticks this many hparams by default.
 SHOWN = 5
@@ -175,6 +177,7 @@ def log_hparams(logger: Any, cfg: DictConfig, metrics: Mapping[str, float]) -> N
         return
     logger.log_hyperparams(hparams)  # hparams.yaml; no summaries without metrics
     writer = logger.experiment._get_file_writer()
-    for summary in hparams_summaries(hparams, sorted(metrics), shown_hparams(hparams, overrides),
+    tags = sorted(tensorboard_tag(k) for k in metrics)
+    for summary in hparams_summaries(hparams, tags, shown_hparams(hparams, overrides),
                                      trial_name(overrides)):
         writer.add_summary(summary)

@@ -74,3 +74,15 @@ def _restore_lightning_rank():
     rank = getattr(rank_zero_only, "rank", 0)
     yield
     rank_zero_only.rank = rank
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _classifier_cache(tmp_path_factory):
+    """The diagnosis caches its sample classifier under NFVAE_CACHE_DIR (else the user's
+    ~/.cache): tests keep it in their own folder, shared by the session."""
+    if "NFVAE_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["NFVAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("nfvae_cache"))
+    yield
+    del os.environ["NFVAE_CACHE_DIR"]

@@ -101,7 +101,7 @@ def test_lr_stages_and_test_curve_through_a_resume(compose_cfg, data_dir, tmp_pa
     # Validation and the figures drawn at its end (epoch 1, and the last) are counted.
     figure_seconds = [p["validation_and_figure_seconds"] for p in points]
     assert figure_seconds[0] > 0 and all(b >= a for a, b in zip(figure_seconds, figure_seconds[1:]))
-    nll = {e.step: e.value for e in read_events(run).Scalars("test_curve/nll")}
+    nll = {e.step: e.value for e in read_events(run).Scalars("zz_test_curve/nll")}
     assert sorted(nll) == [1, 2, 4, 6]
     assert nll[6] == pytest.approx(points[-1]["nll"], rel=1e-6)
     assert all(math.isfinite(v) and v > 0 for v in nll.values())

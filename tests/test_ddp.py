@@ -157,7 +157,7 @@ def test_two_process_ddp_matches_a_single_process(tmp_path, compose_cfg):
     events = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert len({name.name.split(".")[-2] for name in events}) == 1, "one writer process"
     accumulator = read_events(run)
-    assert len(accumulator.Images("images/reconstructions")) == 1
+    assert len(accumulator.Images("viz/images/reconstructions")) == 1
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"epoch_000.ckpt", "last.ckpt"}
     # The checkpoint keeps each rank's RNG stream, for an exact resume on two processes.
     rng = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["nfvae"]["rng"]
@@ -177,7 +177,7 @@ def test_two_process_ddp_matches_a_single_process(tmp_path, compose_cfg):
                        "eval.num_samples=20", "eval.batch_size=37"],
                       config_name="eval", output_dir=tmp_path / "eval")
     nll = nll_task(cfg)["nll"]
-    ddp_nll = last_scalar(run, "test/nll")
+    ddp_nll = last_scalar(run, "zz_test/nll")
     assert abs(ddp_nll - nll) <= 1e-6 * abs(nll), (ddp_nll, nll)
     print(f"DDP vs single process: val/neg_elbo {ddp_val:.7f} vs {val:.7f}, "
           f"test/nll {ddp_nll:.7f} vs {nll:.7f}")

@@ -219,7 +219,7 @@ def test_end_of_training_report_is_a_text_card_with_scalars(compose_cfg, tmp_pat
                       output_dir=out)  # the shipped callbacks, figures included
     train(cfg)
     events = read_events(out)
-    assert "diagnose/active_units_zK" in events.Tags()["scalars"]
+    assert "zz_diagnose/active_units_zK" in events.Tags()["scalars"]
     report = events.Tensors("diagnose/report/text_summary")
     text = report[-1].tensor_proto.string_val[0].decode()
     assert "latent dimensions carry information" in text

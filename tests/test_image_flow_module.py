@@ -207,20 +207,20 @@ def test_figures_read_back_from_the_event_files(digits_run):
     val_steps = [e.step for e in events.Scalars("val/bpd")]
     assert len(val_steps) == 10
     for t in ("0.5", "0.7", "0.8", "1"):
-        grids = events.Images(f"samples/T_{t}")
+        grids = events.Images(f"viz/samples/T_{t}")
         assert [g.step for g in grids] == val_steps
         # 5x5 images of 8x8 pixels, upscaled 4x, 2-pixel borders
         assert (grids[-1].width, grids[-1].height) == (5 * 34 + 2, 5 * 34 + 2)
-    assert events.Images("samples/T_0.5")[-1].encoded_image_string != \
-        events.Images("samples/T_1")[-1].encoded_image_string
+    assert events.Images("viz/samples/T_0.5")[-1].encoded_image_string != \
+        events.Images("viz/samples/T_1")[-1].encoded_image_string
     # originals, then one row per kept number of levels (2 levels: one)
-    for tag in ("levels/keep_coarse", "levels/keep_fine"):
+    for tag in ("viz/levels/keep_coarse", "viz/levels/keep_fine"):
         assert (events.Images(tag)[-1].width, events.Images(tag)[-1].height) == (
             8 * 34 + 2, 2 * 34 + 2)
-    assert events.Images("interpolations/latent")[-1].height == 4 * 34 + 2
+    assert events.Images("viz/interpolations/latent")[-1].height == 4 * 34 + 2
     for part in ("preprocessing", "level_1", "level_2", "top_prior"):
-        assert f"flow/log_det/{part}" in tags["histograms"]
-    errors = [e.value for e in events.Scalars("flow/round_trip_error")]
+        assert f"viz/flow/log_det/{part}" in tags["histograms"]
+    errors = [e.value for e in events.Scalars("val/flow/round_trip_error")]
     assert len(errors) == 10 and max(errors) < 1e-4
 
 
@@ -255,8 +255,8 @@ def test_kill_during_validation_then_resume_shows_every_figure(tmp_path):
     assert finish(second) == 0
     assert finish(straight) == 0
     expected = shown_steps(tmp_path / "straight")
-    assert ("images", "samples/T_0.7") in expected
-    assert ("histograms", "flow/log_det/level_1") in expected
+    assert ("images", "viz/samples/T_0.7") in expected
+    assert ("histograms", "viz/flow/log_det/level_1") in expected
     assert shown_steps(run) == expected
-    for tag in ("train/loss", "val/bpd", "test/bpd", "flow/round_trip_error"):
+    for tag in ("train/loss", "val/bpd", "zz_test/bpd", "val/flow/round_trip_error"):
         assert scalars(run, tag) == scalars(tmp_path / "straight", tag), tag

@@ -216,7 +216,7 @@ def test_preempted_and_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
                                torch.as_tensor(b["optimizer_states"][0]["state"][i][key]))
     # TensorBoard continues in the same folder: every step once, the same values,
     # the warm-up's beta included.
-    for tag in ("train/loss", "train/beta", "val/neg_elbo", "test/nll"):
+    for tag in ("train/loss", "train/beta", "val/neg_elbo", "zz_test/nll"):
         assert scalars(run, tag) == scalars(tmp_path / "straight", tag), tag
     assert [s for s, _ in scalars(run, "train/loss")] == list(range(18))
     assert not (run / "checkpoints" / "on_exception.ckpt").exists()  # removed after success
@@ -273,13 +273,13 @@ def uninterrupted(tmp_path_factory):
 
 def assert_shows_what_the_uninterrupted_run_shows(run: Path, straight: Path) -> None:
     shown, expected = shown_steps(run), shown_steps(straight)
-    assert ("images", "images/reconstructions") in expected
-    assert ("histograms", "latent/sum_log_det") in expected
-    assert ("scalars", "latent/active_units_z0") in expected
-    assert ("scalars", "diagnose/active_units_zK") in expected  # the end-of-fit report
+    assert ("images", "viz/images/reconstructions") in expected
+    assert ("histograms", "viz/latent/sum_log_det") in expected
+    assert ("scalars", "val/latent/active_units_z0") in expected
+    assert ("scalars", "zz_diagnose/active_units_zK") in expected  # the end-of-fit report
     assert shown == expected
-    for tag in ("train/loss", "val/neg_elbo", "test/nll", "latent/kl_q0",
-                "diagnose/flow_gain_nats"):
+    for tag in ("train/loss", "val/neg_elbo", "zz_test/nll", "val/latent/kl_q0",
+                "zz_diagnose/flow_gain_nats"):
         assert scalars(run, tag) == scalars(straight, tag), tag
     assert raw_duplicates(run) == raw_duplicates(straight)
 

@@ -153,16 +153,16 @@ def test_energy_run_logs_figures_scalars_hparams_and_visualizes(compose_cfg, tmp
     events = read_events(out)
     tags = events.Tags()
     for tag, (width, height) in TOY_IMAGE_SIZES.items():
-        assert tag in tags["images"], f"missing image {tag}"
-        images = events.Images(tag)
+        assert f"viz/{tag}" in tags["images"], f"missing image viz/{tag}"
+        images = events.Images(f"viz/{tag}")
         assert len(images) == 2  # both epochs: the first and the last
         assert (images[-1].width, images[-1].height) == (int(width), height), tag
-    for tag in ("train/loss", "train/kl", "train/beta", "val/loss", "val/kl", "test/kl"):
+    for tag in ("train/loss", "train/kl", "train/beta", "val/loss", "val/kl", "zz_test/kl"):
         assert tag in tags["scalars"], f"missing scalar {tag}"
     hparams, metric_tags = hparams_session(events)
     assert hparams["data.target"] == "U1"
     assert hparams["flow.name"] == "planar" and hparams["flow.num_layers"] == 4
-    assert {"val/kl", "test/kl"} <= metric_tags
+    assert {"val/kl", "zz_test/kl"} <= metric_tags
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint[MODULE_KEY] == "nfvae.toy.module.ReverseKLModule"
 
@@ -193,7 +193,7 @@ def test_sample_run_trains_by_maximum_likelihood_and_draws_through_the_inverse(c
     for key in ("val/nll", "val/kl", "test/nll", "test/kl"):
         assert math.isfinite(metrics[key]), key
     events = read_events(out)
-    assert {"toy/layer_strip", "toy/target_vs_learned"} <= set(events.Tags()["images"])
+    assert {"viz/toy/layer_strip", "viz/toy/target_vs_learned"} <= set(events.Tags()["images"])
     hparams, _ = hparams_session(events)
     assert hparams["data.target"] == "TwoMoons"
 

@@ -29,8 +29,9 @@ QUICK = [
     "test.num_samples=20",
 ]
 SCALARS = ["train/loss", "train/neg_elbo", "train/recon", "train/kl", "train/sum_log_det",
-           "train/beta", "val/neg_elbo", "test/nll", "test/neg_elbo"]
-IMAGES = ["images/reconstructions", "images/samples", "images/latent_before_after_flow"]
+           "train/beta", "val/neg_elbo", "zz_test/nll", "zz_test/neg_elbo"]
+IMAGES = ["viz/images/reconstructions", "viz/images/samples",
+          "viz/images/latent_before_after_flow"]
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +56,11 @@ def test_run_folder_has_scalars_images_histogram_and_checkpoints(trained_run):
     for tag in IMAGES:
         assert tag in tags["images"], f"missing image {tag}"
         assert len(events.Images(tag)) == 2  # one per validation epoch
-    assert "latent/sum_log_det" in tags["histograms"]
+    assert "viz/latent/sum_log_det" in tags["histograms"]
     # 8 reconstructions in two rows of 8x8 digits upscaled x4, with 2-pixel padding
-    recon = events.Images("images/reconstructions")[-1]
+    recon = events.Images("viz/images/reconstructions")[-1]
     assert (recon.width, recon.height) == (8 * 34 + 2, 2 * 34 + 2)
-    samples = events.Images("images/samples")[-1]
+    samples = events.Images("viz/images/samples")[-1]
     assert (samples.width, samples.height) == (5 * 34 + 2, 5 * 34 + 2)
     hparams = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(
@@ -68,7 +69,7 @@ def test_run_folder_has_scalars_images_histogram_and_checkpoints(trained_run):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         hparams["_hparams_/experiment"]).experiment
     # The tab's metrics are the run's own curves, not hp/* copies.
-    assert "test/nll" in {m.name.tag for m in experiment.metric_infos}
+    assert "zz_test/nll" in {m.name.tag for m in experiment.metric_infos}
     assert not any(tag.startswith("hp/") for tag in tags["scalars"])
     checkpoints = {p.name for p in (out / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(n.startswith("epoch_") for n in checkpoints)

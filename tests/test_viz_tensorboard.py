@@ -63,8 +63,8 @@ def test_every_figure_tag_has_its_size_each_drawing_epoch(vae_run):
     _, _, events = vae_run
     images = events.Tags()["images"]
     for tag, size in IMAGE_SIZES.items():
-        assert tag in images, f"missing image {tag}"
-        logged = events.Images(tag)
+        assert f"viz/{tag}" in images, f"missing image viz/{tag}"
+        logged = events.Images(f"viz/{tag}")
         assert len(logged) == 2, tag  # epochs 0 and 1 (the last)
         assert (logged[-1].width, logged[-1].height) == size, tag
 
@@ -72,14 +72,14 @@ def test_every_figure_tag_has_its_size_each_drawing_epoch(vae_run):
 def test_latent_scalars_and_per_layer_histograms(vae_run):
     _, _, events = vae_run
     tags = events.Tags()
-    for tag in ("latent/active_units_z0", "latent/active_units_zK", "latent/kl_q0"):
+    for tag in ("val/latent/active_units_z0", "val/latent/active_units_zK", "val/latent/kl_q0"):
         values = [e.value for e in events.Scalars(tag)]
         assert len(values) == 2 and all(v >= 0 for v in values), tag
-    assert all(0 <= e.value <= 2 for e in events.Scalars("latent/active_units_zK"))
+    assert all(0 <= e.value <= 2 for e in events.Scalars("val/latent/active_units_zK"))
     for k in range(1, NUM_LAYERS + 1):
-        histogram = events.Histograms(f"latent/log_det/layer_{k:02d}")[-1].histogram_value
+        histogram = events.Histograms(f"viz/latent/log_det/layer_{k:02d}")[-1].histogram_value
         assert histogram.num == 180 * 64  # validation points x posterior draws
-    assert "latent/sum_log_det" in tags["histograms"]
+    assert "viz/latent/sum_log_det" in tags["histograms"]
 
 
 def test_embedding_projector_files(vae_run):
@@ -108,8 +108,8 @@ def test_hparams_plugin_has_the_config_and_final_metrics(vae_run):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/experiment"]).experiment
     # The tab's metrics are the run's own scalars; it shows each one's last value.
-    assert {"val/neg_elbo", "test/nll"} <= {m.name.tag for m in experiment.metric_infos}
-    final = events.Scalars("test/nll")[-1].value
+    assert {"val/neg_elbo", "zz_test/nll"} <= {m.name.tag for m in experiment.metric_infos}
+    final = events.Scalars("zz_test/nll")[-1].value
     assert final == pytest.approx(metrics["test/nll"], rel=1e-5)
 
 

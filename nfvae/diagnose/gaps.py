@@ -99,4 +99,5 @@ def gap_findings(gaps: Gaps) -> list[Finding]:
                 f"{gaps.approximation:.2f} nats; the {larger} gap is larger, so try "
                 + advice,
         value=max(gaps.amortization, gaps.approximation), threshold=0.0,
-        figure="TensorBoard SCALARS: diagnose/amortization_gap, diagnose/approximation_gap")]
+        figure="TensorBoard SCALARS: zz_diagnose/amortization_gap, "
+               "zz_diagnose/approximation_gap")]

@@ -28,9 +28,10 @@ from nfvae.flows import FlowSequence
 from nfvae.model import FlowVAE
 from nfvae.viz.latent import LatentSnapshot, activity_from_draws, kl_q0_per_dimension
 
-LATENT_FIGURES = "TensorBoard IMAGES: latent/active_units and images/latent_before_after_flow"
-LAYER_FIGURES = ("TensorBoard HISTOGRAMS: latent/log_det/layer_<k>; IMAGES: "
-                 "latent/log_det_per_layer; visualize.py's layers.gif")
+LATENT_FIGURES = ("TensorBoard IMAGES: viz/latent/active_units and "
+                  "viz/images/latent_before_after_flow")
+LAYER_FIGURES = ("TensorBoard HISTOGRAMS: viz/latent/log_det/layer_<k>; IMAGES: "
+                 "viz/latent/log_det_per_layer; visualize.py's layers.gif")
 
 
 @dataclass

@@ -21,7 +21,8 @@ from nfvae.diagnose.findings import Finding
 from nfvae.diagnose.thresholds import Thresholds
 from nfvae.toy.targets import SampleTarget, Target
 
-MODE_FIGURES = "TensorBoard IMAGES: toy/target_vs_learned and toy/samples_over_target"
+MODE_FIGURES = ("TensorBoard IMAGES: viz/toy/target_vs_learned and "
+                "viz/toy/samples_over_target")
 #: Quantile of the target's own log-densities under which a point is off the target.
 OFF_TARGET_QUANTILE = 0.01
 

@@ -33,6 +33,15 @@ class Thresholds:
     #: ``overfit_min_rise`` nats while training fell.
     overfit_epochs: int = 5
     overfit_min_rise: float = 0.5
+    #: A gradient-norm spike: a logged train/grad_norm more than ``grad_spike_factor``
+    #: times the median of the ``grad_spike_window`` values logged before it.
+    grad_spike_factor: float = 10.0
+    grad_spike_window: int = 20
+    #: Image models: a class is missing from the samples when its share among them is
+    #: below this fraction of its share among the validation images (over-represented
+    #: above the inverse); ``class_samples`` samples are classified (0: no class check).
+    class_mass_fraction: float = 0.2
+    class_samples: int = 1000
 
     @classmethod
     def from_config(cls, options: dict[str, Any] | None) -> Thresholds:

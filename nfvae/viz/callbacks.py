@@ -21,6 +21,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from nfvae.tb_logger import figure_tag
 from nfvae.viz.figures import PCA2D, figure_to_image
 from nfvae.viz.toy import ToyFigureSettings, toy_figures
 from nfvae.viz.vae import FigureSet, LatentFigureSettings, vae_latent_figures, vae_sample_images
@@ -54,15 +55,19 @@ def validation_step_of(trainer: pl.Trainer) -> int:
 
 
 def log_figure_set(writer, figures: FigureSet, step: int) -> None:
-    """Every figure and image of the set as an image, scalars, histograms; closes figures."""
+    """Every figure and image of the set as an image, scalars, histograms; closes figures.
+
+    Pictures and histograms go to the ``viz`` group, scalars (measured on validation
+    data) to ``val``, so TensorBoard's scalar pages open on the curves
+    (``nfvae.tb_logger``)."""
     for tag, figure in figures.figures.items():
-        writer.add_image(tag, figure_to_image(figure), step)
+        writer.add_image(figure_tag(tag), figure_to_image(figure), step)
     for tag, image in figures.images.items():
-        writer.add_image(tag, image, step)
+        writer.add_image(figure_tag(tag), image, step)
     for tag, value in figures.scalars.items():
-        writer.add_scalar(tag, value, step)
+        writer.add_scalar(f"val/{tag}", value, step)
     for tag, values in figures.histograms.items():
-        writer.add_histogram(tag, values, step)
+        writer.add_histogram(figure_tag(tag), values, step)
 
 
 class _DrawingCallback(pl.Callback):
@@ -91,11 +96,11 @@ class _DrawingCallback(pl.Callback):
 
 
 class VAEImageLogger(_DrawingCallback):
-    """``images/reconstructions`` (originals above reconstructions),
-    ``images/samples`` (5x5 prior samples from fixed noise),
-    ``images/latent_before_after_flow`` (z0 and zK of validation points by label;
+    """``viz/images/reconstructions`` (originals above reconstructions),
+    ``viz/images/samples`` (5x5 prior samples from fixed noise),
+    ``viz/images/latent_before_after_flow`` (z0 and zK of validation points by label;
     the two latent dimensions when D = 2, else a PCA fitted once), and the
-    histogram ``latent/sum_log_det`` of the per-example summed log-det.
+    histogram ``viz/latent/sum_log_det`` of the per-example summed log-det.
     """
 
     def __init__(self, every_n_epochs: int = 1, num_reconstructions: int = 8,
@@ -121,11 +126,12 @@ class VAEImageLogger(_DrawingCallback):
 
 class LatentSpaceLogger(_DrawingCallback):
     """The figures of ``nfvae.viz.vae.vae_latent_figures`` on the first ``num_points``
-    validation points: images ``latent/active_units``, ``latent/trajectories``,
-    ``latent/log_det_per_layer``, ``latent/interpolations``, ``latent/traversals``
-    and, for latent size 2, ``latent/posteriors`` and ``latent/aggregate_posterior``;
-    scalars ``latent/active_units_z0``, ``latent/active_units_zK``, ``latent/kl_q0``;
-    histograms ``latent/log_det/layer_<k>``. Options: ``LatentFigureSettings``."""
+    validation points: images ``viz/latent/active_units``, ``viz/latent/trajectories``,
+    ``viz/latent/log_det_per_layer``, ``viz/latent/interpolations``,
+    ``viz/latent/traversals`` and, for latent size 2, ``viz/latent/posteriors`` and
+    ``viz/latent/aggregate_posterior``; scalars ``val/latent/active_units_z0``,
+    ``val/latent/active_units_zK``, ``val/latent/kl_q0``; histograms
+    ``viz/latent/log_det/layer_<k>``. Options: ``LatentFigureSettings``."""
 
     def __init__(self, every_n_epochs: int = 5, num_points: int = 500, **settings):
         super().__init__(every_n_epochs)
@@ -200,8 +206,8 @@ def write_projector_config(logdir: Path, earlier) -> None:
 
 class ToyDensityLogger(_DrawingCallback):
     """For 2-D density experiments (``nfvae.toy``): the figures of
-    ``nfvae.viz.toy.toy_figures`` as images ``toy/target_vs_learned``,
-    ``toy/layer_strip``, ``toy/samples_over_target`` and ``toy/layer_geometry``.
+    ``nfvae.viz.toy.toy_figures`` as images ``viz/toy/target_vs_learned``,
+    ``viz/toy/layer_strip``, ``viz/toy/samples_over_target`` and ``viz/toy/layer_geometry``.
     The losses and KL are logged by the module itself."""
 
     def __init__(self, every_n_epochs: int = 5, grid_size: int = 100,
