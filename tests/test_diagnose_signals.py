@@ -26,7 +26,9 @@ from nfvae.diagnose.scalars import (
     read_scalars,
     warmup_vs_early_stopping,
 )
-from nfvae.training import build_datamodule, load_checkpoint, train
+from nfvae.loading import load_module
+from nfvae.tasks.common import build_datamodule
+from nfvae.training import train
 from tests.tests_support import read_events
 
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.images",
@@ -190,7 +192,7 @@ def test_classifier_is_trained_once_per_dataset_and_cached(tmp_path):
 def test_a_vae_diagnosis_includes_the_class_histogram_of_its_samples(compose_cfg, tmp_path):
     run = tmp_path / "run"
     train(compose_cfg(["trainer.max_epochs=1", *QUIET], output_dir=run))
-    module = load_checkpoint(run / "checkpoints" / "last.ckpt").eval()
+    module = load_module(run / "checkpoints" / "last.ckpt").eval()
     findings, scalars = diagnose_module(module, build_datamodule(module.hparams.data), None,
                                         Thresholds())
     classes = [f for f in findings if f.check == "dropped_class"]

@@ -13,7 +13,7 @@ import torch
 
 from nfvae.flows import uninitialized_actnorms
 from nfvae.flows.image import ActNorm2d, squeeze
-from nfvae.image_flow import FlowDensityModule
+from nfvae.image_flow.module import FlowDensityModule
 from nfvae.image_flow.data import example_uniform
 from nfvae.image_flow.figures import image_flow_figures
 from nfvae.image_flow.module import CLASS_KEY
@@ -164,7 +164,7 @@ def test_mnist_experiments_run_one_step(experiment, kind, alpha, compose_cfg, da
     assert cfg.module.kind == kind and cfg.module.logit_alpha == alpha
     assert cfg.module.levels == 3 and list(cfg.module.pad_to) == [32, 32]
     assert cfg.data.binarize == "none" and cfg.data._target_.endswith("MNISTDataModule")
-    assert cfg.module._target_ == "nfvae.image_flow.FlowDensityModule"
+    assert cfg.module._target_ == "nfvae.image_flow.module.FlowDensityModule"
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"])
     # an untrained flow on MNIST: worse than uniform on the padded image's scale

@@ -1,7 +1,6 @@
-"""Image flows (Glow, RealNVP) as a trainable model kind: the LightningModule, its data
-path from 8-bit images, and the callback that draws what it learned."""
+"""Image flows (Glow, RealNVP) as a trainable model kind: the LightningModule
+(``nfvae.image_flow.module``), its data path from 8-bit images (``.data``), and the
+callback that draws what it learned (``.callbacks``).
 
-from nfvae.image_flow.data import bits_per_dim, image_levels
-from nfvae.image_flow.module import FlowDensityModule
-
-__all__ = ["FlowDensityModule", "bits_per_dim", "image_levels"]
+Nothing is imported here, so that the data path (a lower layer) loads without the
+LightningModule (docs/architecture.md)."""
