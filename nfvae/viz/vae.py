@@ -83,7 +83,8 @@ class LatentFigureSettings:
 def vae_sample_images(model: FlowVAE, x: Tensor, labels: Tensor, num_reconstructions: int,
                       upscale: int, prior_noise: Tensor, pca: PCA2D | None = None
                       ) -> tuple[FigureSet, PCA2D]:
-    """Reconstructions, 5x5 prior samples from ``prior_noise`` (25, D), z0/zK of x by label
+    """Reconstructions, 5x5 prior samples from the prior's base noise ``prior_noise`` (25, D),
+    z0/zK of x by label
     (the two latent dimensions when D = 2, else the PCA ``pca``, fitted here if None), and
     the summed log-det of each point. Returns the set and the PCA, to reuse next time."""
     device = model.to_mu.weight.device
@@ -94,7 +95,7 @@ def vae_sample_images(model: FlowVAE, x: Tensor, labels: Tensor, num_reconstruct
     out = FigureSet()
     recon = likelihood.mean(terms.decoder_params[0, :n])
     out.images["images/reconstructions"] = reconstruction_grid(x[:n], recon, upscale)
-    samples = likelihood.mean(model.decoder(prior_noise.to(device)))
+    samples = model.sample(len(prior_noise), noise=prior_noise)  # through a flow prior too
     out.images["images/samples"] = image_grid(samples, 5, upscale)
     z0, zK = terms.z0[0], terms.zK[0]
     pca = pca or PCA2D(z0)
