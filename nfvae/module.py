@@ -110,6 +110,11 @@ class FlowVAEModule(pl.LightningModule):
     here; it is kept so ``eval.py`` can rebuild the dataset the model saw.
     """
 
+    #: Arguments that checkpoints from before they existed lack, with the config that
+    #: rebuilds those models (conf/prior/standard_normal.yaml), so such runs resume.
+    IMPLIED_HPARAMS = {"prior": {"_target_": "nfvae.priors.standard_normal_prior",
+                                 "_partial_": True, "name": "standard_normal"}}
+
     def __init__(
         self,
         data_shape: list[int],

@@ -182,3 +182,18 @@ def test_sampling_a_glow_prior_leaves_it_as_it_was(compose_cfg):
     model.sample(7)
     after = model.prior.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_runs_from_before_the_prior_group_resume_with_the_standard_normal(compose_cfg):
+    """Their checkpoints have no ``prior`` hyperparameter: the default config fits them, a
+    flow prior is named as the difference."""
+    from nfvae.checkpoints import CheckpointError, check_compatible
+
+    module = build_module(compose_cfg([]), DIGITS)
+    hparams = {k: v for k, v in module.hparams.items() if k != "prior"}
+    old = {"hyper_parameters": hparams, "state_dict": module.state_dict()}
+    check_compatible(old, module, "old.ckpt")
+    flow_module = build_module(flow_prior_cfg(compose_cfg), DIGITS)
+    old["state_dict"] = flow_module.state_dict()
+    with pytest.raises(CheckpointError, match="prior._target_ is 'nfvae.priors.standard_normal_"):
+        check_compatible(old, flow_module, "old.ckpt")
