@@ -197,3 +197,12 @@ def test_runs_from_before_the_prior_group_resume_with_the_standard_normal(compos
     old["state_dict"] = flow_module.state_dict()
     with pytest.raises(CheckpointError, match="prior._target_ is 'nfvae.priors.standard_normal_"):
         check_compatible(old, flow_module, "old.ckpt")
+
+
+def test_the_hparams_tab_names_the_prior(compose_cfg):
+    from nfvae.hparams import flat_hparams
+
+    assert flat_hparams(compose_cfg([]))["prior.name"] == "standard_normal"
+    flat = flat_hparams(flow_prior_cfg(compose_cfg, "glow"))
+    assert (flat["prior.name"], flat["prior.flow.name"], flat["prior.flow.num_layers"]) == (
+        "flow", "glow", 4)
