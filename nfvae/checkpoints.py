@@ -140,7 +140,9 @@ def state_differences(saved: dict[str, torch.Tensor], expected: dict[str, torch.
 def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, path: Any) -> None:
     """Raise ``CheckpointError`` naming every mismatch between the checkpoint and the
     configured module; warn about changed training settings."""
-    saved = checkpoint.get("hyper_parameters") or {}
+    # A setting newer than the checkpoint: its value then is the one the module implies.
+    saved = {**getattr(module, "IMPLIED_HPARAMS", {}),
+             **(checkpoint.get("hyper_parameters") or {})}
     current = dict(getattr(module, "hparams", {}))
     differences = config_differences(saved, current)
     fatal = [d for d in differences if not _is_setting(d[0])]

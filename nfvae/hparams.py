@@ -72,7 +72,7 @@ def flat_hparams(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> d
         elif node is None or isinstance(node, (bool, int, float, str)):
             flat[prefix] = "None" if node is None else node
 
-    keys = ("data", "model", "flow", "optimizer", "objective", "seed")
+    keys = ("data", "model", "flow", "prior", "optimizer", "objective", "seed")
     walk("", {k: to_plain(cfg[k]) for k in keys if k in cfg})
     # The module's own settings (a toy run's annealing, say); its nested configs
     # repeat the groups above.

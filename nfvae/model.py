@@ -1,4 +1,4 @@
-"""FlowVAE: encoder -> q0(z0|x) -> flow -> zK -> decoder.
+"""FlowVAE: encoder -> q0(z0|x) -> flow -> zK -> decoder, with prior p(zK).
 
 It returns the ingredients of the ELBO (``ELBOTerms``), not a loss; the
 objectives in ``nfvae.objectives`` turn them into one.
@@ -6,7 +6,6 @@ objectives in ``nfvae.objectives`` turn them into one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -14,10 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nfvae.distributions import StandardNormal, standard_normal_log_prob
 from nfvae.flows import FlowSequence
 from nfvae.likelihoods import Likelihood
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _at_least_float32(t: Tensor) -> Tensor:
@@ -31,11 +29,6 @@ def _full_precision(device_type: str):
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return nullcontext()
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """log N(z; 0, I) summed over the last dimension."""
-    return -0.5 * z.pow(2).sum(-1) - z.shape[-1] * _HALF_LOG_2PI
 
 
 @dataclass
@@ -73,7 +66,11 @@ class ELBOTerms:
 
 
 class FlowVAE(nn.Module):
-    """A VAE whose diagonal-Gaussian posterior q0 is refined by a flow."""
+    """A VAE whose diagonal-Gaussian posterior q0 is refined by a flow.
+
+    ``prior(dim=latent_dim)`` builds p(zK) (``nfvae.priors``: the standard normal, the
+    default, or a flow over it); it offers ``log_prob``, ``sample`` and ``push``.
+    """
 
     def __init__(
         self,
@@ -83,6 +80,7 @@ class FlowVAE(nn.Module):
         decoder: Callable[..., nn.Module],
         flow: Callable[..., FlowSequence],
         likelihood: Likelihood,
+        prior: Callable[..., nn.Module] | None = None,
     ):
         super().__init__()
         if latent_dim < 1:
@@ -98,6 +96,7 @@ class FlowVAE(nn.Module):
         self.decoder = decoder(
             latent_dim=latent_dim, data_shape=self.data_shape, num_params=likelihood.num_params
         )
+        self.prior = StandardNormal(latent_dim) if prior is None else prior(dim=latent_dim)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, *data_shape) -> mu (B, D), log_sigma (B, D), context (B, H)."""
@@ -140,6 +139,7 @@ class FlowVAE(nn.Module):
             # them once per data point, not once per sample.
             zK, sum_log_det = self.flow.forward_repeated(z0.reshape(-1, dim), context,
                                                          num_samples)
+            log_pz = self.prior.log_prob(zK)
         decoder_params = _at_least_float32(self.decoder(zK))
         decoder_params = decoder_params.view(num_samples, batch, *decoder_params.shape[1:])
         zK = zK.view(num_samples, batch, dim)
@@ -147,7 +147,7 @@ class FlowVAE(nn.Module):
             log_px = self.likelihood.log_prob(x, decoder_params, len(self.data_shape))
         return ELBOTerms(
             log_px=log_px,
-            log_pz=standard_normal_log_prob(zK),
+            log_pz=log_pz.view(num_samples, batch),
             log_q0=log_q0,
             sum_log_det=sum_log_det.view(num_samples, batch),
             z0=z0,
@@ -158,10 +158,19 @@ class FlowVAE(nn.Module):
         )
 
     @torch.no_grad()
-    def sample(self, num_samples: int) -> Tensor:
-        """Decode draws from the prior; returns the likelihood's mean (N, *data_shape)."""
-        device = self.to_mu.weight.device
-        z = torch.randn(num_samples, self.latent_dim, device=device)
+    def sample(self, num_samples: int, noise: Tensor | None = None) -> Tensor:
+        """Decode draws zK ~ p(zK); returns the likelihood's mean (N, *data_shape).
+
+        ``noise``: the prior's base draws u (N, D) to use instead of fresh ones (fixed
+        noise, so that figures compare across epochs); zK is the prior's image of u.
+        """
+        if noise is None:
+            z = self.prior.sample(num_samples)
+        else:
+            if noise.dim() != 2 or noise.shape[1] != self.latent_dim:
+                raise ValueError(f"noise must have shape (N, {self.latent_dim}), "
+                                 f"got {tuple(noise.shape)}")
+            z = self.prior.push(noise.to(self.to_mu.weight))[0]
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()

@@ -56,8 +56,9 @@ def logger_writes_this_step(trainer: pl.Trainer) -> bool:
     return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
 
 
-def build_model(data_shape, model: dict, flow: dict) -> FlowVAE:
-    """FlowVAE from the ``model`` and ``flow`` config groups (plain dicts with ``_target_``)."""
+def build_model(data_shape, model: dict, flow: dict, prior: dict | None = None) -> FlowVAE:
+    """FlowVAE from the ``model``, ``flow`` and ``prior`` config groups (plain dicts with
+    ``_target_``); no ``prior`` (checkpoints from before the group) is the standard normal."""
     return FlowVAE(
         data_shape=data_shape,
         latent_dim=int(model["latent_dim"]),
@@ -65,6 +66,7 @@ def build_model(data_shape, model: dict, flow: dict) -> FlowVAE:
         decoder=instantiate(model["decoder"]),
         flow=instantiate(flow),
         likelihood=instantiate(model["likelihood"]),
+        prior=instantiate(prior) if prior else None,
     )
 
 
@@ -110,6 +112,11 @@ class FlowVAEModule(pl.LightningModule):
     here; it is kept so ``eval.py`` can rebuild the dataset the model saw.
     """
 
+    #: Arguments that checkpoints from before they existed lack, with the config that
+    #: rebuilds those models (conf/prior/standard_normal.yaml), so such runs resume.
+    IMPLIED_HPARAMS = {"prior": {"_target_": "nfvae.priors.standard_normal_prior",
+                                 "_partial_": True, "name": "standard_normal"}}
+
     def __init__(
         self,
         data_shape: list[int],
@@ -122,13 +129,14 @@ class FlowVAEModule(pl.LightningModule):
         skip_nonfinite: bool = False,
         eval_noise_seed: int = 0,
         scheduler: dict[str, Any] | None = None,
+        prior: dict[str, Any] | None = None,
     ):
         super().__init__()
         # Plain containers, so checkpoints load with torch.load(weights_only=True).
-        data_shape, model, flow, optimizer, objective, data, scheduler = map(
-            to_plain, (data_shape, model, flow, optimizer, objective, data, scheduler))
+        data_shape, model, flow, optimizer, objective, data, scheduler, prior = map(
+            to_plain, (data_shape, model, flow, optimizer, objective, data, scheduler, prior))
         self.save_hyperparameters()
-        self.model = build_model(tuple(data_shape), model, flow)
+        self.model = build_model(tuple(data_shape), model, flow, prior)
         objective = objective or {}
         self.beta_start = float(objective.get("beta_start", 1.0))
         self.warmup_epochs = float(objective.get("warmup_epochs", 0))

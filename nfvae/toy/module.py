@@ -28,6 +28,7 @@ from torch import Tensor
 
 from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
+from nfvae.distributions import FlowDistribution, StandardNormal
 from nfvae.flows import (
     FLOW_FAMILIES,
     FlowSequence,
@@ -35,7 +36,6 @@ from nfvae.flows import (
     uninitialized_actnorms,
 )
 from nfvae.loading import MODULE_KEY, class_path
-from nfvae.model import standard_normal_log_prob
 from nfvae.module import logger_writes_this_step
 from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
 
@@ -69,21 +69,27 @@ class ToyDensityModule(pl.LightningModule):
         if self.target.dim != self.dim:
             raise ValueError(f"target {self.target.name} is {self.target.dim}-D but the data "
                              f"are {self.dim}-D")
-        self.flow: FlowSequence = instantiate(flow)(dim=self.dim, context_dim=None)
+        # q = N(0, I) pushed through the flow: one FlowDistribution holds the maths.
+        self.density = FlowDistribution(
+            StandardNormal(self.dim), instantiate(flow)(dim=self.dim, context_dim=None))
         self.flow_name = flow.get("name") or "flow"
         self.check_flow()
+        self._register_load_state_dict_pre_hook(_rename_flow_keys)
+
+    @property
+    def flow(self) -> FlowSequence:
+        return self.density.flow
 
     def check_flow(self) -> None:
         """Fail at construction if the flow cannot serve this objective."""
 
     # -- the model -----------------------------------------------------------------
     def base_log_prob(self, z: Tensor) -> Tensor:
-        return standard_normal_log_prob(z)
+        return self.density.base.log_prob(z)
 
     def push(self, z0: Tensor) -> tuple[Tensor, Tensor]:
         """zK = f(z0) and log q(zK) = log N(z0) - sum log|det J|."""
-        zK, sum_log_det = self.flow(z0)
-        return zK, self.base_log_prob(z0) - sum_log_det
+        return self.density.push(z0)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
@@ -191,8 +197,7 @@ class MaximumLikelihoodModule(ToyDensityModule):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log q(x) = log N(f^{-1}(x)) + log|det d f^{-1}/dx|, shape (B,)."""
-        z0, inverse_log_det = self.flow.inverse(x)
-        return self.base_log_prob(z0) + inverse_log_det
+        return self.density.log_prob(x)
 
     def example_nll(self, x: Tensor, index: Tensor, num_samples: int, seed: int,
                     max_batch_samples: int = 0) -> Tensor:
@@ -206,3 +211,11 @@ class MaximumLikelihoodModule(ToyDensityModule):
         if not self.training:  # the target's density costs more than the flow; report only
             values["kl"] = (self.target.log_prob(x) - log_q).mean()
         return values
+
+
+def _rename_flow_keys(state_dict, prefix, *args) -> None:
+    """Checkpoints written before the module held a FlowDistribution keep the flow's
+    weights under ``flow.``; they now live under ``density.flow.``."""
+    old = prefix + "flow."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "density." + key[len(prefix):]] = state_dict.pop(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -40,10 +40,15 @@ def _show_image(ax, image: Tensor) -> None:
     ax.set_yticks([])
 
 
-def prior_density(window: Window, n: int) -> DensityMap:
-    """N(0, I) in two dimensions on a regular grid."""
+def prior_density(window: Window, n: int,
+                  log_prob: Callable[[Tensor], Tensor] | None = None) -> DensityMap:
+    """The prior in two dimensions on a regular grid: N(0, I), or exp(log_prob) of a
+    learned prior (``log_prob`` takes (N, 2) points in float64)."""
     x, y, points = window.grid(n)
-    density = torch.exp(-0.5 * points.pow(2).sum(-1)) / (2 * math.pi)
+    if log_prob is None:
+        density = torch.exp(-0.5 * points.pow(2).sum(-1)) / (2 * math.pi)
+    else:
+        density = log_prob(points).exp().double().cpu()
     return DensityMap(x, y, density.view(n, n), regular=True)
 
 
@@ -92,20 +97,23 @@ def posteriors_figure(views: Sequence[PosteriorView], prior_window: Window, num_
 
 
 def aggregate_posterior_figure(zK: Tensor, labels: Tensor, window: Window, bins: int,
-                               aggregate: DensityMap):
+                               aggregate: DensityMap,
+                               prior_log_prob: Callable[[Tensor], Tensor] | None = None):
     """The aggregate posterior q(zK) = E_x qK(zK|x): draws coloured by label, its
-    histogram density, and the prior it should match, on one grid and colour scale."""
+    histogram density, and the prior it should match (N(0, I), or a learned prior's
+    ``prior_log_prob``), on one grid and colour scale."""
     fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.9), sharex=True, sharey=True,
                              constrained_layout=True)
     points, colours = zK.numpy(), labels.numpy()
     scatter = _label_scatter(axes[0], points, colours, size=3, alpha=0.6)
     axes[0].set_title(f"$z_K$ of {len(points)} draws, by label", fontsize=9)
-    prior = prior_density(window, bins)
+    prior = prior_density(window, bins, prior_log_prob)
     norm = shared_norm([aggregate, prior])
     draw_density(axes[1], aggregate, norm, window)
     mesh = draw_density(axes[2], prior, norm, window)
     axes[1].set_title("aggregate posterior $q(z_K)$ (histogram)", fontsize=9)
-    axes[2].set_title("prior $p(z)$ = N(0, I)", fontsize=9)
+    axes[2].set_title("prior $p(z)$" + (" = N(0, I)" if prior_log_prob is None else " (learned)"),
+                      fontsize=9)
     for ax in axes:
         _limits(ax, window)
         ax.set_xlabel("$z_1$")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from nfvae.distributions import StandardNormal
 from nfvae.model import FlowVAE
 from nfvae.viz.figures import (
     PCA2D,
@@ -83,9 +84,9 @@ class LatentFigureSettings:
 def vae_sample_images(model: FlowVAE, x: Tensor, labels: Tensor, num_reconstructions: int,
                       upscale: int, prior_noise: Tensor, pca: PCA2D | None = None
                       ) -> tuple[FigureSet, PCA2D]:
-    """Reconstructions, 5x5 prior samples from ``prior_noise`` (25, D), z0/zK of x by label
-    (the two latent dimensions when D = 2, else the PCA ``pca``, fitted here if None), and
-    the summed log-det of each point. Returns the set and the PCA, to reuse next time."""
+    """Reconstructions, 5x5 prior samples from the prior's base noise ``prior_noise`` (25, D),
+    z0/zK of x by label (the two latent dimensions when D = 2, else the PCA ``pca``, fitted
+    here if None), and the summed log-det of each point. Returns the set and the PCA, to reuse next time."""
     device = model.to_mu.weight.device
     x = x.to(device)
     terms = model(x)
@@ -94,7 +95,7 @@ def vae_sample_images(model: FlowVAE, x: Tensor, labels: Tensor, num_reconstruct
     out = FigureSet()
     recon = likelihood.mean(terms.decoder_params[0, :n])
     out.images["images/reconstructions"] = reconstruction_grid(x[:n], recon, upscale)
-    samples = likelihood.mean(model.decoder(prior_noise.to(device)))
+    samples = model.sample(len(prior_noise), noise=prior_noise)  # through a flow prior too
     out.images["images/samples"] = image_grid(samples, 5, upscale)
     z0, zK = terms.z0[0], terms.zK[0]
     pca = pca or PCA2D(z0)
@@ -103,6 +104,14 @@ def vae_sample_images(model: FlowVAE, x: Tensor, labels: Tensor, num_reconstruct
         pca(z0), pca(zK), labels, axes)
     out.histograms["latent/sum_log_det"] = terms.sum_log_det[0].float().cpu()
     return out, pca
+
+
+def _learned_prior_log_prob(model: FlowVAE):
+    """The prior's log-density on float64 grid points, or None for N(0, I) itself."""
+    if isinstance(model.prior, StandardNormal):
+        return None
+    anchor = model.to_mu.weight
+    return lambda points: model.prior.log_prob(points.to(anchor))
 
 
 def _prior_window(points: Tensor, at_least: float = 3.5) -> Window:
@@ -150,7 +159,7 @@ def vae_latent_figures(model: FlowVAE, x: Tensor, labels: Tensor,
         shown_draws = snap.zs[-1, :per_point].reshape(-1, 2)
         out.figures["latent/aggregate_posterior"] = aggregate_posterior_figure(
             shown_draws, labels.repeat(min(per_point, s.num_samples)), window, s.grid_size,
-            histogram_density(zK_all, window, s.grid_size))
+            histogram_density(zK_all, window, s.grid_size), _learned_prior_log_prob(model))
 
     pairs = pick_examples(labels, 2 * s.num_pairs)
     a, b = pairs[0::2], pairs[1::2]
