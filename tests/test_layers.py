@@ -46,6 +46,7 @@ PLACES = (
     ("nfvae.nets.*", "parts"),
     ("nfvae.likelihoods", "parts"),
     ("nfvae.distributions", "parts"),
+    ("nfvae.priors", "parts"),
     ("nfvae.data", "parts"),
     ("nfvae.data.*", "parts"),
     ("nfvae.toy", "parts"),  # imports none of its modules

@@ -15,7 +15,9 @@ from nfvae.distributions import FlowDistribution, StandardNormal, standard_norma
 from nfvae.evaluation import example_nll
 from nfvae.flows import ActNorm, LULinear
 from nfvae.module import FlowVAEModule
-from nfvae.training import build_datamodule, build_module, load_checkpoint, train
+from nfvae.loading import load_module as load_checkpoint
+from nfvae.tasks.common import build_datamodule
+from nfvae.training import build_module, train
 from tests_support import read_events
 
 F64 = torch.float64
@@ -170,7 +172,7 @@ def test_flow_prior_trains_in_the_vae_and_round_trips_through_its_checkpoint(com
     assert [k for k in before if not torch.equal(before[k], after[k])]
     assert (trained.model.prior.log_prob(z) - standard_normal_log_prob(z)).abs().max() > 1e-4
     # The sample grid of each validation epoch was drawn (through the prior).
-    assert "images/samples" in read_events(out).Tags()["images"]
+    assert "viz/images/samples" in read_events(out).Tags()["images"]
 
 
 def test_sampling_a_glow_prior_leaves_it_as_it_was(compose_cfg):
