@@ -358,10 +358,12 @@ def table(results: list[dict], rounds: int) -> str:
 
         def med(key):
             return statistics.median(r[key] for r in runs)
+        speed = (f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})"
+                 if ratios else f"n/a (no {base})")
+        is_speed = f"{statistics.median(is_ratios):.2f}" if is_ratios else "n/a"
         lines.append(
-            f"| {name} | {med('samples_per_s'):.0f} | {statistics.median(ratios):.2f} "
-            f"({', '.join(f'{x:.2f}' for x in ratios)}) | {med('startup_s'):.1f} | "
-            f"{med('is_s'):.1f} | {statistics.median(is_ratios):.2f} | {med('nll'):.2f} | "
+            f"| {name} | {med('samples_per_s'):.0f} | {speed} | {med('startup_s'):.1f} | "
+            f"{med('is_s'):.1f} | {is_speed} | {med('nll'):.2f} | "
             f"{med('train_rss_mb'):.0f} | {med('peak_rss_mb'):.0f} |")
     return "\n".join(lines)
 
