@@ -61,6 +61,8 @@ CONTENDERS = ["plain-amortized", "nfvae-amortized", "plain-global", "nfvae-globa
               "normflows-global", "pythae-global"]
 # Ratios: each contender against the plain loop of the same work.
 BASELINE = {"amortized": "plain-amortized", "global": "plain-global"}
+# With --before DIR: nfvae from another checkout (before a change), in the same rounds.
+BEFORE = ["before-amortized", "before-global"]
 
 
 def peers_found() -> dict[str, bool]:
@@ -288,7 +290,8 @@ def nfvae_run(kind: str, steps: int, warmup: int, step_times: list[float], compi
                  f"trainer.limit_train_batches={warmup + steps}",
                  f"paths.output_dir={out}", f"data.data_dir={data_dir()}",
                  f"model.compile={str(compile_).lower()}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    # The driver starts the worker in the checkout to measure (--before: the other one).
+    with initialize_config_dir(config_dir=str(Path.cwd() / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     train(cfg)
     rss.append(StepTimer.train_rss_mb)
@@ -315,7 +318,7 @@ def worker(name: str, threads: int, steps: int, warmup: int, compile_: bool) -> 
     train_u8, test_u8 = mnist_uint8()
     step_times: list[float] = []
     rss: list[float] = []
-    if name.startswith("nfvae"):
+    if name.startswith(("nfvae", "before")):
         is_s, nll = nfvae_run(kind, steps, warmup, step_times, compile_, test_u8, rss)
         first_step, step_times = step_times[0], step_times[1:]
     elif name.startswith("pythae"):
@@ -345,10 +348,11 @@ def run_worker(name: str, threads: int, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--threads",
            str(threads), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--is-images", str(args.is_images)]
-    if args.compile and name.startswith("nfvae"):
+    if args.compile and name.startswith(("nfvae", "before")):
         cmd.append("--compile")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    checkout = Path(args.before).resolve() if name.startswith("before") else ROOT
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(checkout)}
+    done = subprocess.run(cmd, env=env, cwd=checkout, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -398,6 +402,8 @@ def main() -> None:
                         help="test images scored (fewer for quick checks)")
     parser.add_argument("--compile", action="store_true", help="nfvae with model.compile=true")
     parser.add_argument("--only", nargs="+", default=None, help="contenders to run")
+    parser.add_argument("--before", default=None,
+                        help="another checkout of nfvae (e.g. main) to run in the same rounds")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     IS_IMAGES = args.is_images
@@ -407,7 +413,8 @@ def main() -> None:
         return
     found = peers_found()
     print("peers found: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in found.items()))
-    names = [n for n in (args.only or CONTENDERS)
+    contenders = CONTENDERS + (BEFORE if args.before else [])
+    names = [n for n in (args.only or contenders)
              if n.split("-")[0] not in found or found[n.split("-")[0]]]
     for threads in args.threads:
         results = []
