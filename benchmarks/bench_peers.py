@@ -423,8 +423,8 @@ def main() -> None:
                 result = {**run_worker(name, threads, args), "round": r}
                 results.append(result)
                 print(f"  threads {threads} round {r + 1} {name:<18s} "
-                      f"{result['samples_per_s']:6.0f} samples/s ({result['samples_per_cpu_s']:.0f} per "
-                      f"CPU-s)  IS {result['is_s']:5.1f} s ({result['is_cpu_s']:.1f} CPU-s)  "
+                      f"{result['samples_per_s']:6.0f} samples/s "
+                      f"({result['samples_per_cpu_s']:.0f} per CPU-s)  IS {result['is_s']:5.1f} s ({result['is_cpu_s']:.1f} CPU-s)  "
                       f"NLL {result['nll']:.2f}  RSS {result['peak_rss_mb']:.0f} MB  "
                       f"load {result['loadavg']:.1f}", flush=True)
         print(f"\n{threads} thread(s), {args.rounds} rounds, {args.steps} timed steps"
