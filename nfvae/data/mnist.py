@@ -49,8 +49,11 @@ class MNISTDataModule(TensorDataModule):
 
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         train, test = self._load(train=True), self._load(train=False)
-        x = train.data.unsqueeze(1).float() / 255.0
+        x = train.data.unsqueeze(1)
         sizes = {"train": len(x) - self.val_size, "val": self.val_size}
+        # Split the uint8 images, then convert each part in place: one float copy of the
+        # data at a time, not three (~200 MB less peak memory for MNIST).
         splits = seeded_split(x, train.targets.long(), sizes, self.split_seed)
-        splits["test"] = (test.data.unsqueeze(1).float() / 255.0, test.targets.long())
-        return splits
+        splits["test"] = (test.data.unsqueeze(1), test.targets.long())
+        return {name: (images.float().div_(255.0), labels)
+                for name, (images, labels) in splits.items()}

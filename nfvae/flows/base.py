@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -41,6 +42,10 @@ class Flow(nn.Module):
     #: Whether consecutive layers of the family differ (coupling masks, MADE orderings,
     #: T-SNF's permutation): such a family takes ``layer_index`` = 0, 1, 2, ... when stacked.
     alternates: bool = False
+    #: Whether ``constrain`` acts on the trailing (parameter) dimensions only, so that a
+    #: stack of layers of the family is constrained in one call on (B, K, *shape)
+    #: tensors (``FlowSequence``'s one head) instead of K calls.
+    constrain_stacks: bool = False
 
     def check_z(self, z: Tensor) -> None:
         """Fail early, naming the expected shape, for z that is not (B, dim)."""
@@ -236,11 +241,25 @@ class NetworkFlow(Flow):
 
 
 class FlowSequence(Flow):
-    """Composition f_K o ... o f_1 returning zK and the summed log-det."""
+    """Composition f_K o ... o f_1 returning zK and the summed log-det.
 
-    def __init__(self, layers: Sequence[Flow]):
+    When every layer takes its parameters from a ParameterSource of one kind (all
+    amortized or all global), the forward direction computes them for the whole stack
+    at once: one GEMM from the context to every layer's raw parameters (the layers'
+    heads concatenated; global: their vectors), and, for a family whose ``constrain``
+    stacks (``Flow.constrain_stacks``), one constraint call on (B, K, *shape) instead of
+    K. The layers keep their own heads, so the state_dict (and every checkpoint) is the
+    same as layer by layer; ``one_head=False`` runs layer by layer.
+    """
+
+    def __init__(self, layers: Sequence[Flow], one_head: bool = True):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.one_head = one_head and _one_source_kind(self.layers)
+        first = self.layers[0] if self.layers else None
+        self.constrain_together = self.one_head and first.constrain_stacks and all(
+            type(layer) is type(first) and layer.params.shapes == first.params.shapes
+            for layer in self.layers)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -266,15 +285,52 @@ class FlowSequence(Flow):
         """[z0, z1, ..., zK] and the per-layer log-dets [ld_1, ..., ld_K], for plots."""
         return self._cascade(z, context, keep_trajectory=True)[2:]
 
+    def stacked_parameters(self, context: Tensor | None, z: Tensor,
+                           repeats: int = 1) -> list[dict[str, Tensor | None]]:
+        """Every layer's constrained parameters for z (S*B, D), S = ``repeats``, from one
+        GEMM (amortized) or one concatenated vector (global); rows as z's."""
+        sources = [layer.params for layer in self.layers]
+        if self.layers[0].amortized:
+            rows = rows_per_sample(z, context, repeats)
+            if context is None:
+                raise ValueError("an amortized flow needs the encoder's context, got None")
+            flat = F.linear(context, torch.cat([s.head.weight for s in sources]),
+                            torch.cat([s.head.bias for s in sources]))
+        else:
+            # Global: computed once (1 row) and expanded, not once per data point.
+            rows, repeats = z.shape[0], 1
+            flat = torch.cat([s.flat for s in sources]).unsqueeze(0)
+        if self.constrain_together:
+            first = self.layers[0]
+            stacked = flat.view(flat.shape[0], len(sources), -1)
+            raw = {name: chunk.reshape(*stacked.shape[:2], *shape) for (name, shape), chunk
+                   in zip(first.params.shapes.items(), stacked.split(first.params.sizes, -1),
+                          strict=True)}
+            together = first.constrain(**raw)
+            params = [{k: None if v is None else v[:, i].expand(rows, *v.shape[2:])
+                       for k, v in together.items()} for i in range(len(sources))]
+        else:
+            chunks = flat.split([sum(s.sizes) for s in sources], dim=-1)
+            params = [layer.constrain(**layer.params.unpack(chunk.expand(
+                          rows if flat.shape[0] == 1 else flat.shape[0], -1)))
+                      for layer, chunk in zip(self.layers, chunks, strict=True)]
+        return [{k: repeat_rows(v, repeats) for k, v in p.items()} for p in params]
+
     def _cascade(self, z: Tensor, context: Tensor | None, repeats: int = 1,
                  inverse: bool = False, keep_trajectory: bool = False
                  ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
         """The one loop over the layers, in either direction: (z, sum_log_det, points, log_dets)."""
         sum_log_det = z.new_zeros(z.shape[0])
         points, log_dets = [z], []
-        for layer in (reversed(self.layers) if inverse else self.layers):
+        stacked = None
+        if self.one_head and not inverse:
+            self.layers[0].check_z(z)
+            stacked = self.stacked_parameters(context, z, repeats)
+        for k, layer in enumerate(reversed(self.layers) if inverse else self.layers):
             if inverse:
                 z, log_det = layer.inverse(z, context)
+            elif stacked is not None:
+                z, log_det = layer.bijection(z, **stacked[k])
             else:
                 z, log_det = layer.forward_repeated(z, context, repeats)
             sum_log_det = sum_log_det + log_det
@@ -282,6 +338,14 @@ class FlowSequence(Flow):
                 points.append(z)
                 log_dets.append(log_det)
         return z, sum_log_det, points, log_dets
+
+
+def _one_source_kind(layers: Sequence[Flow]) -> bool:
+    """Whether every layer is a ParametrizedFlow with a plain amortized head, or every
+    layer one with a plain global vector (subclassed sources keep their own way)."""
+    kinds = {type(layer.params) if isinstance(layer, ParametrizedFlow) else None
+             for layer in layers}
+    return len(kinds) == 1 and kinds <= {AmortizedParameters, GlobalParameters}
 
 
 def _alternates(family: Callable[..., Flow]) -> bool:

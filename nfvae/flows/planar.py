@@ -26,6 +26,8 @@ _MIN_SQUARED_NORM = 1e-12
 class PlanarFlow(ParametrizedFlow):
     """z + u_hat tanh(w.z + b); see the module docstring for the constraint."""
 
+    constrain_stacks = True
+
     @staticmethod
     def param_shapes(dim: int) -> dict[str, tuple[int, ...]]:
         return {"u": (dim,), "w": (dim,), "b": (1,)}

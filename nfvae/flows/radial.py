@@ -24,6 +24,8 @@ from nfvae.flows.base import ParametrizedFlow
 class RadialFlow(ParametrizedFlow):
     """Contracts or expands around z_ref; see the module docstring."""
 
+    constrain_stacks = True
+
     @staticmethod
     def param_shapes(dim: int) -> dict[str, tuple[int, ...]]:
         return {"z_ref": (dim,), "alpha_raw": (1,), "beta_raw": (1,)}
