@@ -147,8 +147,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> FlowV
     error for a missing, truncated or foreign file."""
     checkpoint = read_checkpoint(path)
     hparams = dict(checkpoint.get("hyper_parameters") or {})
-    # Evaluation does not need the training run's torch.compile.
-    if isinstance(hparams.get("model"), dict):
+    # Evaluation does not need the training run's torch.compile (older checkpoints
+    # kept the option in the model group).
+    hparams["compile"] = False
+    if isinstance(hparams.get("model"), dict) and "compile" in hparams["model"]:
         hparams["model"] = {**hparams["model"], "compile": False}
     try:
         module = FlowVAEModule(**hparams)
