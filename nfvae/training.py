@@ -149,7 +149,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> FlowV
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     # Evaluation does not need the training run's torch.compile (older checkpoints
     # kept the option in the model group).
-    hparams["compile"] = False
+    if "compile" in hparams:
+        hparams["compile"] = False
     if isinstance(hparams.get("model"), dict) and "compile" in hparams["model"]:
         hparams["model"] = {**hparams["model"], "compile": False}
     try:
