@@ -1,13 +1,14 @@
-"""The LightningModule: optimisation, KL warm-up and logging around FlowVAE.
+"""The VAE's LightningModule: KL warm-up, logging and evaluation around FlowVAE.
 
 Nothing mathematical lives here: the model returns ``ELBOTerms`` and
-``nfvae.objectives`` turns them into the loss and the reported figures.
+``nfvae.objectives`` turns them into the loss and the reported figures. The optimizer,
+resume handling, the non-finite guard and exact-resume RNG state are shared by every
+module (``nfvae.modules.TrainingModule``, ``nfvae.callbacks``).
 
 Under DDP: validation and test figures are per-example values with fixed noise
 (``nfvae.evaluation``) averaged by ``MeanMetric`` (sum and count reduced across
 ranks), so they equal the single-process figures whatever the sharding; training
-noise (dynamic binarization, posterior samples) differs per rank; the decision
-to stop or skip on a non-finite loss or gradient is taken by all ranks together.
+noise (dynamic binarization, posterior samples) differs per rank.
 """
 
 from __future__ import annotations
