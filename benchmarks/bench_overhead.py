@@ -7,7 +7,7 @@ per step inside the training epoch (Trainer start-up excluded), median over roun
 * plain:      the plain loop of bench_train.py;
 * framework:  nfvae's Trainer path as configured (FlowVAEModule, conf/trainer);
 * bare step:  the same Trainer, with a training step that only computes the loss
-              (no warm-up, logging or finiteness checks);
+              (no warm-up, logging or finiteness guard);
 * barebones:  the bare step under ``Trainer(barebones=True)``, Lightning's leanest
               loop (no logger, callbacks or progress tracking): Lightning's floor.
 
@@ -48,8 +48,8 @@ class BareStep(FlowVAEModule):
     def training_step(self, batch, batch_idx):
         return negative_elbo(self.model(batch[0]), 1.0).loss
 
-    def on_before_optimizer_step(self, optimizer):
-        pass
+    def configure_callbacks(self):
+        return []  # no non-finite guard or RNG state (nfvae.callbacks)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Training speed of ``trainer.precision=bf16-mixed`` and ``model.compile=true`` against
+"""Training speed of ``trainer.precision=bf16-mixed`` and ``training.compile=true`` against
 the default (float32, eager), and what bf16 does to the objective.
 
 The model of bench_train.py (MNIST, dynamic binarization, MLP 784-300-300, latent 64,
@@ -37,7 +37,7 @@ OVERRIDES = list(PLANAR_MNIST_OVERRIDES)
 CONTENDERS = {
     "float32": [],
     "bf16-mixed": ["trainer.precision=bf16-mixed"],
-    "compile": ["model.compile=true"],
+    "compile": ["training.compile=true"],
 }
 
 

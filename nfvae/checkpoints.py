@@ -61,10 +61,10 @@ def record_validation_metrics(trainer: pl.Trainer | None, checkpoint: dict[str, 
         k: float(v) for k, v in metrics.items()
         if k.startswith("val/") and torch.is_tensor(v) and v.numel() == 1}
 
-#: Hyperparameters that may change on resume: they steer training, not the shape or
-#: meaning of the weights. Everything else must match the checkpoint.
-RESUME_SETTINGS = ("optimizer", "objective", "test_num_samples", "data", "skip_nonfinite",
-                   "eval_noise_seed", "model.num_samples", "model.compile")
+#: Hyperparameters that may change on resume when a module declares none of its own
+#: (``RESUME_SETTINGS`` of the module's class, see ``nfvae.modules.TrainingModule``):
+#: they steer training, not the shape or meaning of the weights.
+DEFAULT_RESUME_SETTINGS = ("optimizer", "data")
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -120,10 +120,10 @@ def config_differences(saved: Any, current: Any, prefix: str = "") -> list[tuple
     return [] if saved == current else [(prefix, saved, current)]
 
 
-def _is_setting(key: str) -> bool:
+def _is_setting(key: str, settings: tuple[str, ...]) -> bool:
     if key == "optimizer._target_":  # Adam's saved moments cannot continue as SGD's
         return False
-    return any(key == s or key.startswith(s + ".") for s in RESUME_SETTINGS)
+    return any(key == s or key.startswith(s + ".") for s in settings)
 
 
 def state_differences(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
@@ -145,7 +145,8 @@ def check_compatible(checkpoint: dict[str, Any], module: torch.nn.Module, path: 
              **(checkpoint.get("hyper_parameters") or {})}
     current = dict(getattr(module, "hparams", {}))
     differences = config_differences(saved, current)
-    fatal = [d for d in differences if not _is_setting(d[0])]
+    settings = tuple(getattr(module, "RESUME_SETTINGS", DEFAULT_RESUME_SETTINGS))
+    fatal = [d for d in differences if not _is_setting(d[0], settings)]
     shapes = state_differences(checkpoint["state_dict"], module.state_dict())
     if fatal or shapes:
         phrases = [f"{key} is {a!r} in the checkpoint but {b!r} in the config"

@@ -1,100 +1,53 @@
-"""The LightningModule: optimisation, KL warm-up and logging around FlowVAE.
+"""The VAE's LightningModule: KL warm-up, logging and evaluation around FlowVAE.
 
 Nothing mathematical lives here: the model returns ``ELBOTerms`` and
-``nfvae.objectives`` turns them into the loss and the reported figures.
+``nfvae.objectives`` turns them into the loss and the reported figures. The optimizer,
+resume handling, the non-finite guard and exact-resume RNG state are shared by every
+module (``nfvae.modules.TrainingModule``, ``nfvae.callbacks``).
 
 Under DDP: validation and test figures are per-example values with fixed noise
 (``nfvae.evaluation``) averaged by ``MeanMetric`` (sum and count reduced across
 ranks), so they equal the single-process figures whatever the sharding; training
-noise (dynamic binarization, posterior samples) differs per rank; the decision
-to stop or skip on a non-finite loss or gradient is taken by all ranks together.
+noise (dynamic binarization, posterior samples) differs per rank.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
-import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
+# Re-exported: the non-finite policy and the RNG state moved to nfvae.callbacks.
+from nfvae.callbacks import NonFiniteGradientError, NonFiniteLossError  # noqa: F401
+from nfvae.callbacks.rng import rank_seed as _rank_seed  # noqa: F401
+from nfvae.callbacks.rng import rng_state, set_rng_state  # noqa: F401
 from nfvae.config import to_plain
-from nfvae.distributed import rank_and_world
-from nfvae.errors import UserError
 from nfvae.evaluation import example_elbo, example_nll
-from nfvae.loading import MODULE_KEY, class_path
+from nfvae.logging_steps import logger_writes_this_step
 from nfvae.model import FlowVAE
-from nfvae.objectives import kl_warmup_beta, negative_elbo
-
-#: Checkpoint entry with what Lightning does not save itself (RNG states, counters).
-STATE_KEY = "nfvae"
-
-
-class NonFiniteLossError(UserError, FloatingPointError):
-    """The training objective went NaN or infinite; raised before the optimizer step."""
+from nfvae.modules import TrainingModule
+from nfvae.objectives import NegativeELBO, negative_elbo
+from nfvae.settings import MOVED_MODEL_KEYS, ModelSettings, ObjectiveSettings
 
 
-class NonFiniteGradientError(FloatingPointError):
-    """A gradient went NaN or infinite; raised before the optimizer step."""
-
-
-def logger_writes_this_step(trainer: pl.Trainer) -> bool:
-    """Whether Lightning sends this training step's logged values to the logger.
-
-    Lightning's own decision, as its step-end logging (``update_train_step_metrics``)
-    takes it, asked during the step: it follows ``trainer.log_every_n_steps`` on the
-    count of steps Lightning logs by, which a resumed run restores. (A callback that
-    sets ``trainer.should_stop`` after the step makes Lightning write that step too.)
-    """
-    return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
-
-
-def build_model(data_shape, model: dict, flow: dict, prior: dict | None = None) -> FlowVAE:
-    """FlowVAE from the ``model``, ``flow`` and ``prior`` config groups (plain dicts with
-    ``_target_``); no ``prior`` (checkpoints from before the group) is the standard normal."""
+def build_model(data_shape, model: ModelSettings, flow: dict, prior: dict | None = None
+                ) -> FlowVAE:
+    """FlowVAE from the parsed ``model`` group and the ``flow`` and ``prior`` groups
+    (``_target_`` dicts); no ``prior`` (checkpoints from before the group) is the
+    standard normal."""
     return FlowVAE(
         data_shape=data_shape,
-        latent_dim=int(model["latent_dim"]),
-        encoder=instantiate(model["encoder"]),
-        decoder=instantiate(model["decoder"]),
+        latent_dim=model.latent_dim,
+        encoder=instantiate(model.encoder),
+        decoder=instantiate(model.decoder),
         flow=instantiate(flow),
-        likelihood=instantiate(model["likelihood"]),
+        likelihood=instantiate(model.likelihood),
         prior=instantiate(prior) if prior else None,
     )
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's global RNG states as tensors, ints and tuples (weights-only loadable)."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _rank_seed(rank: int) -> int:
-    """A seed per rank from the run's seed (the one ``seed_everything`` set on every rank)."""
-    return (torch.initial_seed() * 1_000_003 + rank) % (2**63 - 1)
 
 
 def _means(names) -> nn.ModuleDict:
@@ -104,18 +57,25 @@ def _means(names) -> nn.ModuleDict:
         {name: MeanMetric(nan_strategy="disable").set_dtype(torch.float64) for name in names})
 
 
-class FlowVAEModule(pl.LightningModule):
+class FlowVAEModule(TrainingModule):
     """Trains a FlowVAE on the beta-weighted negative ELBO.
 
     Every argument is a plain, resolved config so that ``load_from_checkpoint``
-    rebuilds the same model from the checkpoint alone. ``data`` is not used
-    here; it is kept so ``eval.py`` can rebuild the dataset the model saw.
+    rebuilds the same model from the checkpoint alone; ``model`` and ``objective`` are
+    parsed once into ``self.settings`` and ``self.objective``. ``data`` is not used
+    here; it is kept so ``eval.py`` can rebuild the dataset the model saw. ``compile``
+    (``training.compile``): ``torch.compile`` the FlowVAE, true or a dict of options.
+    Checkpoints from before ``num_samples`` and ``compile`` left the ``model`` group
+    load as they are (their values apply where they now live).
     """
 
     #: Arguments that checkpoints from before they existed lack, with the config that
     #: rebuilds those models (conf/prior/standard_normal.yaml), so such runs resume.
     IMPLIED_HPARAMS = {"prior": {"_target_": "nfvae.priors.standard_normal_prior",
                                  "_partial_": True, "name": "standard_normal"}}
+    RESUME_SETTINGS: ClassVar[tuple[str, ...]] = (
+        *TrainingModule.RESUME_SETTINGS, "objective", "test_num_samples", "eval_noise_seed",
+        "compile", *(f"model.{key}" for key in MOVED_MODEL_KEYS))
 
     def __init__(
         self,
@@ -129,35 +89,43 @@ class FlowVAEModule(pl.LightningModule):
         skip_nonfinite: bool = False,
         eval_noise_seed: int = 0,
         scheduler: dict[str, Any] | None = None,
+        compile: bool | dict[str, Any] = False,  # noqa: A002 - the config's name
         prior: dict[str, Any] | None = None,
     ):
         super().__init__()
         # Plain containers, so checkpoints load with torch.load(weights_only=True).
-        data_shape, model, flow, optimizer, objective, data, scheduler, prior = map(
-            to_plain, (data_shape, model, flow, optimizer, objective, data, scheduler, prior))
+        data_shape, model, flow, optimizer, objective, data, scheduler, compile, prior = map(
+            to_plain,
+            (data_shape, model, flow, optimizer, objective, data, scheduler, compile, prior))
+        # conf/train.yaml keeps the moved keys as null placeholders (a value there is
+        # refused by nfvae.validation, naming the new key); they are no architecture.
+        model = {k: v for k, v in model.items() if not (k in MOVED_MODEL_KEYS and v is None)}
         self.save_hyperparameters()
-        self.model = build_model(tuple(data_shape), model, flow, prior)
-        objective = objective or {}
-        self.beta_start = float(objective.get("beta_start", 1.0))
-        self.warmup_epochs = float(objective.get("warmup_epochs", 0))
-        self.num_samples = int(model.get("num_samples", 1))
-        if self.num_samples < 1:
-            raise ValueError(f"model.num_samples must be >= 1, got {self.num_samples}")
+        self.settings, moved = ModelSettings.parse(model)
+        objective = dict(objective or {})
+        if "num_samples" in moved:  # a checkpoint from before objective.num_samples
+            objective.setdefault("num_samples", moved["num_samples"])
+        compile = compile or moved.get("compile", False)
+        self.objective = ObjectiveSettings.parse(objective)
+        self.model = build_model(tuple(data_shape), self.settings, flow, prior)
         self.test_num_samples = test_num_samples
         self.num_data_dims = math.prod(data_shape)
-        self.skip_nonfinite = bool(skip_nonfinite)
         self.eval_noise_seed = int(eval_noise_seed)
         self.val_means = _means(("neg_elbo", "recon", "kl"))
         self.test_means = _means(("neg_elbo", "nll", "bpd"))
-        self.skipped_nonfinite = 0
-        self._named_trainables: list[tuple[str, nn.Parameter]] | None = None
-        self._nonfinite_loss: str | None = None
-        self._resumed_rng: list[dict[str, Any]] | None = None
-        compile_options = model.get("compile", False)
-        if compile_options:
+        self._last_parts: NegativeELBO | None = None
+        if compile:
             # nn.Module.compile keeps the state_dict keys, so checkpoints of compiled
             # and plain runs are interchangeable.
-            self.model.compile(**(compile_options if isinstance(compile_options, dict) else {}))
+            self.model.compile(**(compile if isinstance(compile, dict) else {}))
+
+    @property
+    def num_samples(self) -> int:
+        return self.objective.num_samples
+
+    @property
+    def warmup_epochs(self) -> float:
+        return self.objective.warmup_epochs
 
     # -- the Python API -------------------------------------------------------------
     def sample(self, num_samples: int) -> Tensor:
@@ -189,10 +157,7 @@ class FlowVAEModule(pl.LightningModule):
         """KL weight; rises per step, so it follows from the (restored) global step."""
         if self._trainer is None:
             return 1.0
-        batches = self.trainer.num_training_batches
-        steps_per_epoch = batches if math.isfinite(batches) and batches > 0 else 1
-        return kl_warmup_beta(self.beta_start, self.warmup_epochs,
-                              self.global_step / steps_per_epoch)
+        return self.objective.warmup.beta(self.global_step, self.steps_per_epoch)
 
     def forward(self, x: Tensor, num_samples: int = 1):
         return self.model(x, num_samples=num_samples)
@@ -200,20 +165,9 @@ class FlowVAEModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0]
         beta = self.beta
-        parts = negative_elbo(self.model(x, self.num_samples), beta)
-        if not torch.isfinite(parts.loss):
-            message = (
-                f"non-finite training loss at global step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}); non-finite terms: "
-                f"{', '.join(parts.nonfinite_terms())}; values: "
-                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in vars(parts).items()))
-            if not self.skip_nonfinite and self.trainer.world_size == 1:
-                raise NonFiniteLossError(message + _NONFINITE_ADVICE)
-            # Skipping, or other ranks to agree with: backward still runs (DDP's
-            # gradient all-reduce needs every rank) and on_before_optimizer_step decides.
-            # The step still logs its (non-finite) figures: a step that logs nothing
-            # makes Lightning repeat the previous step's values.
-            self._nonfinite_loss = message
+        parts = negative_elbo(self.model(x, self.objective.num_samples), beta)
+        # For the non-finite guard's message (nfvae.callbacks.NonFiniteGuard).
+        self._last_parts = parts
         # Only on the steps the logger writes: each self.log costs Lightning ~0.5 ms
         # (benchmarks/bench_logging.py). The progress bar shows every step's loss
         # itself (nfvae.progress.LiveLossProgressBar).
@@ -226,52 +180,14 @@ class FlowVAEModule(pl.LightningModule):
                 "train/sum_log_det": parts.sum_log_det,
                 "train/beta": beta,
             })
-            if self.skip_nonfinite:
-                self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
         return parts.loss
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """Stop, or skip the step, when the loss or a gradient is not finite.
-
-        The gradients are already all-reduced here, and the loss flag is reduced
-        too, so every rank takes the same decision. A skipped step leaves the
-        parameters and the optimizer's moments untouched (no gradient, no update).
-        """
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            return  # float16 loss scaling skips overflowing steps itself
-        if self._named_trainables is None:  # walking the module tree each step costs 50 us
-            self._named_trainables = [(n, p) for n, p in self.named_parameters()
-                                      if p.requires_grad]
-        grads = [(n, p.grad) for n, p in self._named_trainables if p.grad is not None]
-        loss_message, self._nonfinite_loss = self._nonfinite_loss, None
-        # A NaN or inf entry makes its tensor's sum non-finite, and sums cost a twentieth
-        # of an entry-wise isfinite (160 us vs 3.5 ms per step for the MNIST benchmark
-        # model); a sum that overflows from finite entries is settled entry-wise.
-        finite = not grads or bool(torch.stack([g.sum() for _, g in grads]).isfinite().all())
-        if not finite:
-            finite = all(bool(g.isfinite().all()) for _, g in grads)
-        bad = self.trainer.strategy.reduce_boolean_decision(
-            loss_message is not None or not finite, all=False)
-        if not bad:
-            return
-        if self.skip_nonfinite:
-            # Logged (cumulative) with the next step's figures: a self.log here would
-            # make Lightning repeat the previous step's train/loss at this step.
-            optimizer.zero_grad(set_to_none=True)
-            self.skipped_nonfinite += 1
-            return
-        if loss_message is not None:
-            raise NonFiniteLossError(loss_message + _NONFINITE_ADVICE)
-        names = [n for n, g in grads if not g.isfinite().all()]
-        if not names:
-            raise NonFiniteLossError(
-                f"non-finite training loss or gradient on another rank at global step "
-                f"{self.global_step} (epoch {self.current_epoch}); see that rank's log."
-                + _NONFINITE_ADVICE)
-        raise NonFiniteGradientError(
-            f"non-finite gradient at global step {self.global_step} (epoch "
-            f"{self.current_epoch}) in {len(names)} parameter(s): {', '.join(names[:10])}"
-            + (", ..." if len(names) > 10 else "") + _NONFINITE_ADVICE)
+    def describe_nonfinite_loss(self) -> str:
+        parts = self._last_parts
+        if parts is None:
+            return ""
+        return (f"non-finite terms: {', '.join(parts.nonfinite_terms())}; values: "
+                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in vars(parts).items()))
 
     # -- evaluation: fixed noise per example, exact means across ranks --------------------
     @staticmethod
@@ -301,54 +217,3 @@ class FlowVAEModule(pl.LightningModule):
             metric.update(values[name])
             self.log(f"test/{name}", metric, on_step=False, on_epoch=True, batch_size=len(x))
 
-    # -- state Lightning does not keep: RNG streams, counters --------------------------------
-    def on_train_start(self) -> None:
-        rank, world = rank_and_world()
-        if self._resumed_rng:
-            states, self._resumed_rng = self._resumed_rng, None
-            if rank < len(states):
-                set_rng_state(states[rank])
-            else:  # more processes than when the checkpoint was saved: a fresh stream
-                torch.manual_seed(_rank_seed(rank))
-        elif world > 1:
-            # The model was initialised identically on every rank; from here each rank
-            # draws its own binarization and posterior noise.
-            torch.manual_seed(_rank_seed(rank))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = [rng_state()]
-        _, world = rank_and_world()
-        if world > 1:
-            # Every rank dumps the checkpoint (Lightning then writes rank 0's), so all
-            # reach this collective; it keeps each rank's stream.
-            states = [None] * world
-            dist.all_gather_object(states, rng_state())
-        checkpoint[STATE_KEY] = {"rng": states, "skipped_nonfinite": self.skipped_nonfinite}
-        checkpoint[MODULE_KEY] = class_path(self)  # what nfvae.loading.load_module loads
-        record_validation_metrics(self._trainer, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Before Lightning loads the optimizer state: the configured settings apply.
-        apply_optimizer_settings(checkpoint, self.hparams.optimizer)
-        state = checkpoint.get(STATE_KEY) or {}
-        self._resumed_rng = state.get("rng")
-        self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
-
-    def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
-        settings = dict(self.hparams.get("scheduler") or {})
-        if not settings:
-            return optimizer
-        # interval: "epoch" (stepped after each epoch) or "step"; the rest builds it.
-        interval = settings.pop("interval", "epoch")
-        scheduler = instantiate(settings)(optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": interval,
-                                 "name": "train/lr"}}
-
-
-_NONFINITE_ADVICE = (
-    ". Checkpoints saved before this step are kept (ckpt_path=last resumes from the newest "
-    "of them, passing over the diverged on_exception.ckpt); try a lower learning rate, "
-    "trainer.detect_anomaly=true to find the operation, or training.skip_nonfinite=true "
-    "to skip such batches.")

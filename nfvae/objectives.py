@@ -44,11 +44,38 @@ def negative_elbo(terms: ELBOTerms, beta: float = 1.0) -> NegativeELBO:
     )
 
 
-def kl_warmup_beta(beta_start: float, warmup_epochs: float, epochs_done: float) -> float:
-    """Linear KL warm-up: beta_start at epoch 0, 1 from ``warmup_epochs`` on."""
-    if warmup_epochs <= 0:
+def kl_warmup_beta(beta_start: float, warmup_steps: float, steps_done: float) -> float:
+    """Linear warm-up (annealing) of a loss weight: beta_start at step 0, rising linearly
+    to 1 at ``warmup_steps`` and 1 from then on; no warm-up (``warmup_steps <= 0``) is 1.
+
+    The one annealing function of every module; its unit is the optimizer step (the
+    module's ``global_step``, which a resumed run restores). Configs that count the
+    warm-up in epochs are converted with the steps per epoch (``Warmup``)."""
+    if warmup_steps <= 0:
         return 1.0
-    return beta_start + (1.0 - beta_start) * min(1.0, epochs_done / warmup_epochs)
+    return beta_start + (1.0 - beta_start) * min(1.0, steps_done / warmup_steps)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """A warm-up of ``beta_start`` -> 1 lasting ``steps`` optimizer steps or ``epochs``
+    epochs (the VAE papers count epochs; the 2-D experiments, after Rezende & Mohamed
+    2015, count steps). At most one of the two is non-zero."""
+
+    beta_start: float = 1.0
+    steps: float = 0
+    epochs: float = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.beta_start <= 1:
+            raise ValueError(f"beta_start must be in [0, 1], got {self.beta_start}")
+        if self.steps < 0 or self.epochs < 0 or (self.steps and self.epochs):
+            raise ValueError(f"a warm-up lasts steps >= 0 or epochs >= 0, not both; got "
+                             f"steps={self.steps}, epochs={self.epochs}")
+
+    def beta(self, global_step: int, steps_per_epoch: float = 1) -> float:
+        return kl_warmup_beta(self.beta_start, self.steps or self.epochs * steps_per_epoch,
+                              global_step)
 
 
 def iwae_bound(log_weights: Tensor) -> Tensor:

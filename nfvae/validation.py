@@ -27,14 +27,18 @@ class ConfigError(UserError, ValueError):
 @dataclass(frozen=True)
 class Rule:
     key: str
-    kind: str  # "int", "number" or "limit" (an int count or a fraction in [0, 1])
+    kind: str  # "int", "number", "limit" (an int count or a fraction in [0, 1]) or "moved"
     low: float | None = None
     strict: bool = False  # low is exclusive (> low) rather than inclusive (>= low)
     high: float | None = None
     nullable: bool = False
+    moved_to: str | None = None  # kind "moved": the key's new place; it must stay null
 
     def check(self, value: Any) -> str | None:
         """None if ``value`` is acceptable, else the complaint."""
+        if self.kind == "moved":
+            return None if value is None else (
+                f"{self.key} is now {self.moved_to}: pass {self.moved_to}={value!r} instead")
         if value is None:
             return None if self.nullable else f"{self.key} must be set, got null"
         if self.kind == "limit":
@@ -93,7 +97,9 @@ RULES: tuple[Rule, ...] = (
     _int("data.batch_size", 1),
     _int("data.eval_batch_size", 1),
     _int("model.latent_dim", 1),
-    _int("model.num_samples", 1),
+    Rule("model.num_samples", "moved", moved_to="objective.num_samples"),
+    Rule("model.compile", "moved", moved_to="training.compile"),
+    _int("objective.num_samples", 1),
     _int("flow.num_layers", 0),
     _number("objective.beta_start", 0),
     _int("objective.warmup_epochs", 0),

@@ -35,7 +35,11 @@ def test_missing_mnist_directory_names_path_and_remedy(compose_cfg, tmp_path):
         ("model.latent_dim=0", "model.latent_dim must be >= 1, got 0"),
         ("flow.num_layers=-1", "flow.num_layers must be >= 0, got -1"),
         ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
-        ("model.num_samples=0", "model.num_samples must be >= 1, got 0"),
+        ("objective.num_samples=0", "objective.num_samples must be >= 1, got 0"),
+        # moved out of the model group: the old key names the new one
+        ("model.num_samples=5", "model.num_samples is now objective.num_samples: pass "
+                                "objective.num_samples=5 instead"),
+        ("model.compile=true", "model.compile is now training.compile"),
         ("data.binarize=sometimes", "data.binarize must be one of"),
     ],
 )

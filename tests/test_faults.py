@@ -248,7 +248,7 @@ def test_bf16_mixed_training_runs(compose_cfg):
 
 def test_compile_option_compiles_without_renaming_weights(compose_cfg):
     plain = build_module(compose_cfg([]), (1, 8, 8))
-    compiled = build_module(compose_cfg(["model.compile=true"]), (1, 8, 8))
+    compiled = build_module(compose_cfg(["training.compile=true"]), (1, 8, 8))
     assert compiled.model._compiled_call_impl is not None
     assert plain.model._compiled_call_impl is None
     assert compiled.state_dict().keys() == plain.state_dict().keys()
@@ -261,5 +261,5 @@ def test_compiled_model_trains(compose_cfg):
     # benchmarks/bench_precision.py.
     metrics = train(compose_cfg([*QUICK, "trainer.max_epochs=1", "trainer.limit_train_batches=3",
                                  "trainer.limit_val_batches=1", 
-                                 "model.compile={backend:aot_eager}"]))
+                                 "training.compile={backend:aot_eager}"]))
     assert torch.isfinite(torch.tensor(metrics["val/neg_elbo"]))

@@ -84,7 +84,7 @@ def posterior_collapse(stats: LatentStatistics, thresholds: Thresholds) -> list[
         check="posterior_collapse", severity=severity, summary=summary, value=fraction,
         threshold=thresholds.min_active_fraction, figure=LATENT_FIGURES,
         advice="a longer KL warm-up (objective.warmup_epochs), a smaller latent size, a "
-               "weaker decoder, or more importance samples (model.num_samples)")]
+               "weaker decoder, or more importance samples (objective.num_samples)")]
 
 
 def idle_layers(stats: LatentStatistics, thresholds: Thresholds) -> list[Finding]:

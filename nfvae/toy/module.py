@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
-from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.distributions import FlowDistribution, StandardNormal
 from nfvae.flows import (
@@ -35,8 +33,9 @@ from nfvae.flows import (
     initialize_by_inverse,
     uninitialized_actnorms,
 )
-from nfvae.loading import MODULE_KEY, class_path
-from nfvae.module import logger_writes_this_step
+from nfvae.logging_steps import logger_writes_this_step
+from nfvae.modules import TrainingModule
+from nfvae.objectives import Warmup
 from nfvae.toy.targets import EnergyTarget, SampleTarget, Target
 
 
@@ -45,13 +44,17 @@ def invertible_families() -> list[str]:
     return sorted(name for name, family in FLOW_FAMILIES.items() if family.has_inverse)
 
 
-class ToyDensityModule(pl.LightningModule):
-    """A global flow from the standard normal base to ``target``; subclasses set the loss."""
+class ToyDensityModule(TrainingModule):
+    """A global flow from the standard normal base to ``target``; subclasses set the loss.
+
+    The optimizer, resume handling and the non-finite guard (``skip_nonfinite``) come
+    from ``TrainingModule``."""
 
     target_kind: type[Target] = Target
 
     def __init__(self, data_shape: list[int], target: dict[str, Any], flow: dict[str, Any],
-                 optimizer: dict[str, Any], data: dict[str, Any] | None = None):
+                 optimizer: dict[str, Any], data: dict[str, Any] | None = None,
+                 skip_nonfinite: bool = False):
         super().__init__()
         self.save_hyperparameters()
         # Plain containers (subclasses' raw Hydra configs included, which Lightning
@@ -96,35 +99,22 @@ class ToyDensityModule(pl.LightningModule):
         z0 = torch.randn(num_samples, self.dim, generator=generator).to(self.device)
         return self.push(z0)[0]
 
-    def configure_optimizers(self):
-        return instantiate(self.hparams.optimizer)(params=self.parameters())
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Before Lightning loads the optimizer state: the configured settings apply.
-        apply_optimizer_settings(checkpoint, self.hparams.optimizer)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[MODULE_KEY] = class_path(self)  # what nfvae.loading.load_module loads
-        record_validation_metrics(self._trainer, checkpoint)
-
     # -- the loop ------------------------------------------------------------------
     def losses(self, batch: Tensor) -> dict[str, Tensor]:
         """{"loss": the objective, "kl": its KL form, ...}: batch means."""
         raise NotImplementedError
 
-    def _check_finite(self, values: dict[str, Tensor], batch_idx: int) -> None:
-        if not torch.isfinite(values["loss"]):
-            raise FloatingPointError(
-                f"non-finite loss at global step {self.global_step} (batch {batch_idx}): "
-                + ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
-                + "; try a lower optim learning rate or fewer layers")
-
     def training_step(self, batch, batch_idx: int) -> Tensor:
         values = self.losses(batch[0])
-        self._check_finite(values, batch_idx)
+        self._last_values = values  # for the non-finite guard's message
         if logger_writes_this_step(self.trainer):
             self.log_dict({f"train/{k}": v for k, v in values.items()}, prog_bar=False)
         return values["loss"]
+
+    def describe_nonfinite_loss(self) -> str:
+        values = getattr(self, "_last_values", None) or {}
+        return ("values: " + ", ".join(f"{k}={float(v):.4g}" for k, v in values.items())
+                + "; fewer layers may help too")
 
     def _evaluate(self, batch, stage: str) -> None:
         x = batch[0]
@@ -146,12 +136,13 @@ class ReverseKLModule(ToyDensityModule):
 
     def __init__(self, data_shape: list[int], target: dict[str, Any], flow: dict[str, Any],
                  optimizer: dict[str, Any], data: dict[str, Any] | None = None,
-                 beta_start: float = 1.0, anneal_steps: int = 0):
-        super().__init__(data_shape, target, flow, optimizer, data)
+                 beta_start: float = 1.0, anneal_steps: int = 0, skip_nonfinite: bool = False):
+        super().__init__(data_shape, target, flow, optimizer, data, skip_nonfinite)
         if not 0 < beta_start <= 1 or anneal_steps < 0:
             raise ValueError(f"need 0 < beta_start <= 1 and anneal_steps >= 0, got "
                              f"{beta_start}, {anneal_steps}")
-        self.beta_start, self.anneal_steps = float(beta_start), int(anneal_steps)
+        # Counted in optimizer steps, as Rezende & Mohamed's schedule is.
+        self.warmup = Warmup(float(beta_start), steps=int(anneal_steps))
         self.log_normalizer = float(self.target.log_normalizer)
 
     @property
@@ -160,10 +151,9 @@ class ReverseKLModule(ToyDensityModule):
         linearly from beta_start to 1 over anneal_steps (Rezende & Mohamed 2015 use
         min(1, 0.01 + t / 10000)); a flat start lets q spread over every mode before
         reverse KL's mode seeking can lock onto one. Evaluation always uses beta = 1."""
-        if not self.training or self.anneal_steps == 0:
+        if not self.training:
             return 1.0
-        return min(1.0, self.beta_start + (1 - self.beta_start) * self.global_step
-                   / self.anneal_steps)
+        return self.warmup.beta(self.global_step)
 
     def losses(self, z0: Tensor) -> dict[str, Tensor]:
         zK, log_q = self.push(z0)

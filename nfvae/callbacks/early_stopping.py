@@ -1,4 +1,4 @@
-"""Training callbacks of the papers' protocol."""
+"""Early stopping of the papers' protocol: patience counts from the end of the KL warm-up."""
 
 from __future__ import annotations
 
