@@ -16,7 +16,8 @@ from nfvae.module import FlowVAEModule
 from nfvae.objectives import Warmup, kl_warmup_beta
 from nfvae.settings import ModelSettings, ObjectiveSettings
 from nfvae.toy.module import ReverseKLModule
-from nfvae.training import build_module, load_checkpoint, train
+from nfvae.loading import load_module
+from nfvae.training import build_module, train
 
 TOY = ["experiment=toy/u1", "flow=planar", "flow.num_layers=2", "trainer.max_epochs=1",
        "data.steps_per_epoch=4", "data.num_val=64", "data.num_test=64",
@@ -134,7 +135,7 @@ def test_checkpoints_of_the_old_layout_load_and_resume(compose_cfg, tmp_path):
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     old = _old_layout(torch.load(path, weights_only=True))
     torch.save(old, path)
-    module = load_checkpoint(path)
+    module = load_module(path)
     assert module.objective.num_samples == 2  # the old model.num_samples applies
     assert FlowVAEModule.load_from_checkpoint(path, weights_only=True).objective.num_samples == 2
     metrics = train(compose_cfg([*quick, "trainer.max_epochs=2", "ckpt_path=last"]))
@@ -161,9 +162,11 @@ def test_each_module_declares_what_a_resume_may_change():
 def test_callback_lists_compose_one_file_per_callback(compose_cfg):
     vae = compose_cfg([]).callbacks
     toy = compose_cfg(["experiment=toy/u1"]).callbacks
-    shared = ("on_exception", "progress_bar", "diagnose")
-    assert all(vae[name] == toy[name] for name in shared)
+    image = compose_cfg(["experiment=glow/digits"]).callbacks
+    shared = ("on_exception", "progress_bar", "grad_norm", "diagnose")
+    assert all(vae[name] == toy[name] == image[name] for name in shared)
     assert {**vae.model_checkpoint, "monitor": "val/loss"} == dict(toy.model_checkpoint)
     assert list(toy) == ["model_checkpoint", "on_exception", "progress_bar", "density",
-                         "diagnose"]
+                         "grad_norm", "diagnose"]
+    assert {**vae.model_checkpoint, "monitor": "val/bpd"} == dict(image.model_checkpoint)
     assert instantiate(toy.model_checkpoint).monitor == "val/loss"
