@@ -338,6 +338,16 @@ class RunFolderCheckpoint(ModelCheckpoint):
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* not empty")
             super().setup(trainer, pl_module, stage)
 
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        # Runs from before this class replaced Lightning's ModelCheckpoint keep its state
+        # under ModelCheckpoint's key; without it the resumed run would start a fresh
+        # history (last-v1.ckpt beside last.ckpt, the old best never pruned).
+        states = checkpoint.get("callbacks") or {}
+        legacy = self.state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        if self.state_key not in states and legacy in states:
+            states[self.state_key] = states[legacy]
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath")
         if old_dir and self.dirpath and os.path.realpath(old_dir) != self.dirpath:

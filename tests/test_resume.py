@@ -339,6 +339,21 @@ def test_copied_run_folder_resumes_twice_from_its_newest_checkpoint(compose_cfg,
     assert checkpoint_files(original) == {"last.ckpt", "epoch_001.ckpt"}
 
 
+def test_run_saved_by_lightnings_own_model_checkpoint_resumes_into_its_files(
+        compose_cfg, tmp_path):
+    """A run whose checkpoints hold the state of Lightning's ModelCheckpoint (runs from
+    before RunFolderCheckpoint) resumes that state: last.ckpt is overwritten and the old
+    best pruned, no last-v1.ckpt beside them."""
+    run = tmp_path / "run"
+    plain = "callbacks.model_checkpoint._target_=pytorch_lightning.callbacks.ModelCheckpoint"
+    train(compose_cfg([*SHORT, "trainer.max_epochs=1", plain], output_dir=run))
+    assert any(k.startswith("ModelCheckpoint{") for k in torch.load(
+        run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"])
+    train(compose_cfg([*SHORT, "trainer.max_epochs=2", "ckpt_path=last"], output_dir=run))
+    assert checkpoint_files(run) == {"last.ckpt", "epoch_001.ckpt"}
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+
+
 def test_last_is_the_highest_global_step_whatever_the_file_name(tmp_path):
     """A folder that an older version left with last.ckpt (epoch 3) and the newer
     last-v1.ckpt (epoch 4), copied so that their times say nothing."""
