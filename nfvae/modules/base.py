@@ -39,8 +39,12 @@ class TrainingModule(pl.LightningModule):
     RESUME_SETTINGS: ClassVar[tuple[str, ...]] = ("optimizer", "data", "skip_nonfinite")
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        return [NonFiniteGuard(skip=bool(self.hparams.get("skip_nonfinite", False))),
-                ExactResumeRNG()]
+        # Lightning asks again for trainer.test after trainer.fit; the instances attached
+        # for the fit stay (returning new ones would replace them, with a notice).
+        attached = {type(c) for c in self._trainer.callbacks} if self._trainer else set()
+        policies = [NonFiniteGuard(skip=bool(self.hparams.get("skip_nonfinite", False))),
+                    ExactResumeRNG()]
+        return [c for c in policies if type(c) not in attached]
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
