@@ -156,27 +156,36 @@ def class_findings(sample: Callable[[int], Tensor], train: tuple[Tensor, Tensor]
     fraction = thresholds.class_mass_fraction
     basis = (f"{num_samples} samples labelled by a classifier with {accuracy:.0%} held-out "
              f"accuracy, against its labels of {len(x_ref)} held-out training images")
+    present = [c for c in range(num_classes) if reference[c] > 0]
+    missing = [c for c in present if float(ratios[c]) < fraction]
+    crowded = [c for c in present if float(ratios[c]) > 1 / fraction]
+
+    def listing(classes: list[int], share_of: str) -> str:
+        # One finding per kind, however many classes: an early run can miss most of them.
+        label = "class" if len(classes) == 1 else "classes"
+        verb = "is" if len(classes) == 1 else "are"
+        shares_text = ", ".join(f"{names[c]}: {float(shares[c]):.1%} {share_of} "
+                                f"{float(reference[c]):.1%}" for c in classes)
+        return f"{label} {', '.join(names[c] for c in classes)} {verb}", shares_text
+
     findings = []
-    for c in range(num_classes):
-        if reference[c] == 0:
-            continue
-        ratio = float(ratios[c])
-        if ratio < fraction:
-            findings.append(Finding(
-                check="dropped_class", severity="problem",
-                summary=f"class {names[c]} is missing from the samples: {float(shares[c]):.1%} "
-                        f"of them against {float(reference[c]):.1%} of the data ({basis})",
-                value=ratio, threshold=fraction, figure=figure,
-                advice="train longer; for a VAE, a weaker decoder or a flow prior; for a "
-                       "flow, more levels or a lower sampling temperature hides, not fixes, it"))
-        elif ratio > 1 / fraction:
-            findings.append(Finding(
-                check="dropped_class", severity="warning",
-                summary=f"class {names[c]} is over-represented: {float(shares[c]):.1%} of the "
-                        f"samples against {float(reference[c]):.1%} of the data ({basis})",
-                value=ratio, threshold=1 / fraction, figure=figure,
-                advice="the model puts too much mass on this class's images: train longer "
-                       "or check for mode collapse in the sample grids"))
+    if missing:
+        subject, detail = listing(missing, "of the samples against")
+        findings.append(Finding(
+            check="dropped_class", severity="problem",
+            summary=f"{subject} missing from the samples ({detail} of the data; {basis})",
+            value=min(float(ratios[c]) for c in missing), threshold=fraction, figure=figure,
+            advice="train longer; for a VAE, a weaker decoder or a flow prior; for a "
+                   "flow, more levels or a lower sampling temperature hides, not fixes, it"))
+    if crowded:
+        subject, detail = listing(crowded, "of the samples against")
+        findings.append(Finding(
+            check="dropped_class", severity="warning",
+            summary=f"{subject} over-represented ({detail} of the data; {basis})",
+            value=max(float(ratios[c]) for c in crowded), threshold=1 / fraction,
+            figure=figure,
+            advice="the model puts too much mass on these classes' images: train longer "
+                   "or check for mode collapse in the sample grids"))
     if not findings:
         findings.append(Finding(
             check="dropped_class", severity="ok",

@@ -97,9 +97,9 @@ def sample_class_findings(sample, datamodule, thresholds: Thresholds,
         return [], {}
     with torch.random.fork_rng():  # the same samples every time, the run's RNG untouched
         torch.manual_seed(0)
-        findings, _ = class_findings(lambda n: sample(n).cpu(), train, thresholds,
-                                     num_samples=thresholds.class_samples, figure=figure)
-    missing = sum(f.check == "dropped_class" and f.severity == "problem" for f in findings)
+        findings, ratios = class_findings(lambda n: sample(n).cpu(), train, thresholds,
+                                          num_samples=thresholds.class_samples, figure=figure)
+    missing = int((ratios < thresholds.class_mass_fraction).sum())
     return findings, {"zz_diagnose/missing_classes": float(missing)}
 
 
