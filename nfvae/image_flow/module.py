@@ -16,14 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
-from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
 from nfvae.config import to_plain
 from nfvae.flows import uninitialized_actnorms
 from nfvae.flows.image import MultiscaleFlow
@@ -34,13 +30,9 @@ from nfvae.image_flow.data import (
     image_levels,
     pad_images,
 )
-from nfvae.distributed import rank_and_world
-from nfvae.module import _rank_seed, logger_writes_this_step, rng_state, set_rng_state
-
-#: Checkpoint entry naming the module's class (CONTRACTS: one loader for every kind).
-CLASS_KEY = "nfvae_module"
-#: Checkpoint entry with each rank's RNG states (the training dequantization noise).
-STATE_KEY = "nfvae"
+from nfvae.loading import MODULE_KEY as CLASS_KEY  # noqa: F401 - tests name it so
+from nfvae.logging_steps import logger_writes_this_step
+from nfvae.modules import TrainingModule
 
 
 def _means(names) -> nn.ModuleDict:
@@ -50,7 +42,7 @@ def _means(names) -> nn.ModuleDict:
         {name: MeanMetric(nan_strategy="disable").set_dtype(torch.float64) for name in names})
 
 
-class FlowDensityModule(pl.LightningModule):
+class FlowDensityModule(TrainingModule):
     """Glow or RealNVP (``kind``) over a DataModule's images, trained on bits/dim.
 
     The architecture arguments are those of ``MultiscaleFlow``; ``pad_to`` [H, W]
@@ -59,7 +51,12 @@ class FlowDensityModule(pl.LightningModule):
     ``test_num_samples`` dequantization draws per test image (log-mean-exp, a
     tighter bound as it grows). Plain configs only, so ``load_from_checkpoint``
     rebuilds the model from the checkpoint alone; ``data`` is kept for eval.py.
+    The optimizer, resumes (with each rank's RNG state, so a resumed run draws the
+    dequantization noise the uninterrupted run would) and the non-finite guard come
+    from ``TrainingModule``.
     """
+
+    RESUME_SETTINGS = (*TrainingModule.RESUME_SETTINGS, "test_num_samples", "eval_noise_seed")
 
     def __init__(self, data_shape: list[int], optimizer: dict[str, Any], levels: int = 3,
                  steps_per_level: int = 8, hidden_channels: int = 128, kind: str = "glow",
@@ -67,7 +64,8 @@ class FlowDensityModule(pl.LightningModule):
                  logit_alpha: float | None = None, max_log_scale: float = 3.0,
                  pad_to: list[int] | None = None, num_levels: int = 256,
                  test_num_samples: int = 1, eval_noise_seed: int = 0,
-                 data: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None):
+                 data: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
+                 skip_nonfinite: bool = False):
         super().__init__()
         data_shape, optimizer, pad_to, data, scheduler = map(
             to_plain, (data_shape, optimizer, pad_to, data, scheduler))
@@ -86,7 +84,6 @@ class FlowDensityModule(pl.LightningModule):
         self.eval_noise_seed = int(eval_noise_seed)
         self.val_means = _means(("nll", "bpd"))
         self.test_means = _means(("nll", "bpd"))
-        self._resumed_rng: list[dict[str, Any]] | None = None
 
     # -- the data path ------------------------------------------------------------------
     @property
@@ -175,11 +172,6 @@ class FlowDensityModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         nll = self.discrete_nll(self.flow.log_prob(self.dequantize(batch[0])))
         loss = self.bits_per_dim(nll).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss at global step {self.global_step} (epoch "
-                f"{self.current_epoch}, batch {batch_idx}); try a lower optimizer.lr, "
-                "module.max_log_scale, or trainer.gradient_clip_val")
         if logger_writes_this_step(self.trainer):
             self.log("train/loss", loss, prog_bar=True)
             self.log("train/bpd", loss)
@@ -199,41 +191,9 @@ class FlowDensityModule(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_means, "test", self.test_num_samples)
 
-    # -- checkpoints (resumed runs draw the noise the uninterrupted run would) -----------
-    def on_train_start(self) -> None:
-        rank, world = rank_and_world()
-        states, self._resumed_rng = self._resumed_rng, None
-        if states and rank < len(states):
-            set_rng_state(states[rank])
-        elif states or world > 1:  # each rank its own dequantization noise
-            torch.manual_seed(_rank_seed(rank))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
-        states = [rng_state()]
-        if rank_and_world()[1] > 1:  # every rank dumps the checkpoint, so all gather
-            states = [None] * rank_and_world()[1]
-            dist.all_gather_object(states, rng_state())
-        checkpoint[STATE_KEY] = {"rng": states}
-        record_validation_metrics(self._trainer, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Before Lightning loads the optimizer state: the configured settings apply.
-        apply_optimizer_settings(checkpoint, self.hparams.optimizer)
-        self._resumed_rng = (checkpoint.get(STATE_KEY) or {}).get("rng")
-
-    # -- optimisation -------------------------------------------------------------------
-
-    def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
-        settings = dict(self.hparams.get("scheduler") or {})
-        if not settings:
-            return optimizer
-        interval = settings.pop("interval", "epoch")
-        scheduler = instantiate(settings)(optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": interval,
-                                 "name": "train/lr"}}
+    def describe_nonfinite_loss(self) -> str:
+        return ("the batch's bits/dim (module.max_log_scale bounds the coupling scales; "
+                "trainer.gradient_clip_val bounds the steps)")
 
 
 def _batch_index(batch) -> Tensor:

@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 
-from nfvae.loading import MODULE_KEY, class_path
 from nfvae.callbacks import ExactResumeRNG, NonFiniteGuard
 from nfvae.checkpoints import apply_optimizer_settings, record_validation_metrics
+from nfvae.loading import MODULE_KEY, class_path
 
 
 class TrainingModule(pl.LightningModule):
