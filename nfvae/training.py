@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             # What the interrupted run logged from its checkpoint's step on (a kill
             # leaves such steps behind) is logged again from here: hidden in TensorBoard,
             # and removed from the files (nfvae.eventfiles). Everything up to the
-            # checkpoint is logged below its step (figures included, nfvae.viz.callbacks).
+            # checkpoint is logged below its step (figures included, nfvae.viz.loggers).
             logger_options["purge_step"] = checkpoint_step(checkpoint)
     logger = instantiate(cfg.logger, **logger_options) if cfg.get("logger") else False
     if "purge_step" in logger_options and rank_zero_only.rank == 0:

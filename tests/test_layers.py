@@ -77,7 +77,7 @@ PLACES = (
     ("nfvae.diagnose.*", "viz"),
     ("nfvae.curves", "viz"),
     ("nfvae.image_flow.figures", "viz"),
-    ("nfvae.image_flow.callbacks", "viz"),
+    ("nfvae.image_flow.loggers", "viz"),
     # tasks: plain functions of a config (train, nll, ood, diagnose, visualize)
     ("nfvae.training", "tasks"),
     ("nfvae.tasks", "tasks"),

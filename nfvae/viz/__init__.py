@@ -5,7 +5,7 @@ the commands, which draw only into files and TensorBoard, choose Agg
 (``nfvae.cli.use_file_backend``).
 """
 
-from nfvae.viz.callbacks import (
+from nfvae.viz.loggers import (
     EmbeddingProjector,
     LatentSpaceLogger,
     ToyDensityLogger,

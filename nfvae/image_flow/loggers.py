@@ -1,14 +1,14 @@
 """The TensorBoard callback of image flows: ``nfvae.image_flow.figures`` each due
 validation epoch, with the VAE callbacks' rules (rank 0, eval mode, the figures at the
 ``val/*`` step and flushed before that epoch's checkpoint, so they survive kill and
-resume; ``nfvae.viz.callbacks``)."""
+resume; ``nfvae.viz.loggers``)."""
 
 from __future__ import annotations
 
 import torch
 
 from nfvae.image_flow.figures import image_flow_figures
-from nfvae.viz.callbacks import _DrawingCallback, log_figure_set
+from nfvae.viz.loggers import _DrawingCallback, log_figure_set
 
 
 class ImageFlowLogger(_DrawingCallback):
