@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import compose, interleaved, pin_threads  # noqa: E402
+from common import StepClock, compose, interleaved, pin_threads  # noqa: E402
 
 import nfvae.diagnose.grad_norm as grad_norm_module  # noqa: E402
 from nfvae.diagnose.grad_norm import GradNormLogger  # noqa: E402
@@ -57,21 +56,6 @@ class TimedGradNorm(GradNormLogger):
             super().on_before_optimizer_step(trainer, pl_module, optimizer)
         if trainer.current_epoch > 0:
             self.seconds += time.thread_time() - start
-
-
-class StepClock(pl.Callback):
-    """CPU seconds of this thread in the training steps after the first epoch."""
-
-    def __init__(self):
-        self.seconds, self.steps, self.start = 0.0, 0, None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.start = time.thread_time() if trainer.current_epoch > 0 else None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None:
-            self.seconds += time.thread_time() - self.start
-            self.steps += 1
 
 
 def main() -> None:

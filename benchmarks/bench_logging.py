@@ -33,6 +33,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import compose, interleaved, pin_threads  # noqa: E402
 
 from pytorch_lightning.trainer.connectors.logger_connector.logger_connector import (  # noqa: E402
@@ -92,22 +93,11 @@ for _owner, _name in ((pl.LightningModule, "log"), (pl.LightningModule, "log_dic
     LOGGING.wrap(_owner, _name)
 
 
-class StepClock(pl.Callback):
-    """CPU seconds of this thread in the training steps after the first epoch (warm-up):
-    on a shared machine, CPU time is far steadier than wall time, and with one thread
-    the step's work is all on this thread."""
+class StepClock(common.StepClock):
+    """Times the steps; Lightning's logging is counted only in timed steps."""
 
-    def __init__(self):
-        self.seconds, self.steps, self.start = 0.0, 0, None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.start = time.thread_time() if trainer.current_epoch > 0 else None
-        LOGGING.on = self.start is not None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.start is not None:
-            self.seconds += time.thread_time() - self.start
-            self.steps += 1
+    def measuring(self, on: bool) -> None:
+        LOGGING.on = on
 
 
 def main() -> None:

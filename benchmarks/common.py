@@ -92,6 +92,28 @@ class TrainingEpochTimer(pl.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
+class StepClock(pl.Callback):
+    """CPU seconds of this thread in the training steps after the first epoch (warm-up):
+    on a shared machine, CPU time is far steadier than wall time, and with one thread
+    the step's work is all on this thread. ``measuring(on)`` is told at each step's
+    start whether it is timed."""
+
+    def __init__(self):
+        self.seconds, self.steps, self.start = 0.0, 0, None
+
+    def measuring(self, on: bool) -> None:
+        pass
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.start = time.thread_time() if trainer.current_epoch > 0 else None
+        self.measuring(self.start is not None)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.seconds += time.thread_time() - self.start
+            self.steps += 1
+
+
 def plain_training_steps(model, optimizer, x_train: torch.Tensor, num_steps: int | None = None,
                          batch_size: int = 100) -> None:
     """The leanest plain loop of the benchmark model: a fresh permutation, index batches
