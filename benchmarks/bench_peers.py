@@ -269,6 +269,7 @@ def nfvae_run(kind: str, steps: int, warmup: int, step_times: list[float], compi
     import pytorch_lightning as pl
     import torch
     from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
 
     from nfvae.evaluation import example_nll
     from nfvae.training import train
@@ -288,11 +289,14 @@ def nfvae_run(kind: str, steps: int, warmup: int, step_times: list[float], compi
     out = tempfile.mkdtemp(prefix="nfvae-peers-")
     overrides = [*NFVAE_OVERRIDES, f"flow.amortized={str(kind == 'amortized').lower()}",
                  f"trainer.limit_train_batches={warmup + steps}",
-                 f"paths.output_dir={out}", f"data.data_dir={data_dir()}",
-                 f"model.compile={str(compile_).lower()}"]
+                 f"paths.output_dir={out}", f"data.data_dir={data_dir()}"]
     # The driver starts the worker in the checkout to measure (--before: the other one).
     with initialize_config_dir(config_dir=str(Path.cwd() / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    # training.compile; checkouts from before it moved there have model.compile
+    group = cfg.training if "compile" in cfg.get("training", {}) else cfg.model
+    with open_dict(group):
+        group.compile = bool(compile_)
     train(cfg)
     rss.append(StepTimer.train_rss_mb)
     model = StepTimer.module.model.eval()
@@ -400,7 +404,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--is-images", type=int, default=IS_IMAGES,
                         help="test images scored (fewer for quick checks)")
-    parser.add_argument("--compile", action="store_true", help="nfvae with model.compile=true")
+    parser.add_argument("--compile", action="store_true", help="nfvae with training.compile=true")
     parser.add_argument("--only", nargs="+", default=None, help="contenders to run")
     parser.add_argument("--before", default=None,
                         help="another checkout of nfvae (e.g. main) to run in the same rounds")
