@@ -21,10 +21,6 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-# Re-exported: the non-finite policy and the RNG state moved to nfvae.callbacks.
-from nfvae.callbacks import NonFiniteGradientError, NonFiniteLossError  # noqa: F401
-from nfvae.callbacks.rng import rank_seed as _rank_seed  # noqa: F401
-from nfvae.callbacks.rng import rng_state, set_rng_state  # noqa: F401
 from nfvae.config import to_plain
 from nfvae.evaluation import example_elbo, example_nll
 from nfvae.logging_steps import logger_writes_this_step

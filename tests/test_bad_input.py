@@ -7,8 +7,8 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 
+from nfvae.callbacks import NonFiniteLossError
 from nfvae.data import DataNotFoundError
-from nfvae.module import NonFiniteLossError
 from nfvae.tasks.common import check_output_dir
 from nfvae.training import train
 from cli_support import run_script

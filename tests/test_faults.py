@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from nfvae.callbacks import NonFiniteGradientError, NonFiniteLossError
 from nfvae.checkpoints import CheckpointError
-from nfvae.module import NonFiniteGradientError, NonFiniteLossError
 from nfvae.loading import load_module
 from nfvae.tasks.common import check_output_dir
 from nfvae.training import build_module, train

@@ -13,10 +13,10 @@ import torch
 
 from nfvae.flows import uninitialized_actnorms
 from nfvae.flows.image import ActNorm2d, squeeze
-from nfvae.image_flow.module import FlowDensityModule
 from nfvae.image_flow.data import example_uniform
 from nfvae.image_flow.figures import image_flow_figures
-from nfvae.image_flow.module import CLASS_KEY
+from nfvae.image_flow.module import FlowDensityModule
+from nfvae.loading import MODULE_KEY as CLASS_KEY
 from nfvae.training import build_datamodule, train
 from test_resume import finish, launch, pause_in, scalars, shown_steps, wait_for
 from tests_support import read_events

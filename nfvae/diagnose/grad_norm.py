@@ -4,7 +4,7 @@
 ``on_before_optimizer_step``: after backward (and DDP's all-reduce, so every rank sees
 the same value), before gradient clipping and the optimizer's update, so a spike shows
 at its full size. It is computed only on the steps Lightning writes
-(``trainer.log_every_n_steps``; ``nfvae.module.logger_writes_this_step``), so the other
+(``trainer.log_every_n_steps``; ``nfvae.logging_steps.logger_writes_this_step``), so the other
 steps pay nothing; ``benchmarks/bench_grad_norm.py`` measures the cost. The
 diagnosis reads the series back for spikes (``nfvae.diagnose.scalars.grad_norm_spikes``).
 """
@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from nfvae.module import logger_writes_this_step
+from nfvae.logging_steps import logger_writes_this_step
 
 TAG = "train/grad_norm"
 

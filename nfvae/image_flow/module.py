@@ -30,7 +30,6 @@ from nfvae.image_flow.data import (
     image_levels,
     pad_images,
 )
-from nfvae.loading import MODULE_KEY as CLASS_KEY  # noqa: F401 - tests name it so
 from nfvae.logging_steps import logger_writes_this_step
 from nfvae.modules import TrainingModule
 
