@@ -42,12 +42,9 @@ runs; a later ``--max-epochs 3280`` continues the same runs to the full schedule
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # This checkout's nfvae, whatever the environment has installed.
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from study_support import background, hold_lock, mean_std  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_RUNS_DIR = Path(os.environ.get("NFVAE_CONVERGED_DIR", ROOT.parent / "runs" / "converged"))
@@ -191,15 +190,6 @@ def collect(runs_dir: Path) -> list[dict]:
     return runs
 
 
-def _mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def write_report(runs_dir: Path, max_epochs: int) -> None:
     runs = collect(runs_dir)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -225,10 +215,10 @@ def write_report(runs_dir: Path, max_epochs: int) -> None:
         published = PUBLISHED.get(flow, {}).get("nll")
         lines.append(
             f"| {flow} | {len(done)}/{len(mine)} | {epochs} "
-            f"| {_mean_std([d['test_neg_elbo'] for d in done])} "
-            f"| {_mean_std([d['test_nll'] for d in done])} "
-            f"| {_mean_std([d['active_units'] for d in done])} | {_mean_std(latest)} "
-            f"| {_mean_std(cpu)} | {published if published else '-'} |")
+            f"| {mean_std([d['test_neg_elbo'] for d in done])} "
+            f"| {mean_std([d['test_nll'] for d in done])} "
+            f"| {mean_std([d['active_units'] for d in done])} | {mean_std(latest)} "
+            f"| {mean_std(cpu)} | {published if published else '-'} |")
     lines += ["", "Long-run health (per run): seconds per epoch at start/middle/end, RSS, "
               "event files and checkpoints.", "",
               "| run | epochs | s/epoch start, mid, end | RSS MiB first, last (peak) "
@@ -288,32 +278,6 @@ def draw_curves(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-# -- one driver at a time ------------------------------------------------------------------
-def hold_lock(runs_dir: Path):
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(runs_dir / "driver.lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SystemExit(f"another study_converged.py is already training in {runs_dir} "
-                         f"(see {runs_dir / 'driver.pid'})") from None
-    (runs_dir / "driver.pid").write_text(str(os.getpid()))
-    return handle  # the lock lasts as long as this file object
-
-
-def background(argv: list[str], runs_dir: Path) -> None:
-    """Start this script again, detached (own session, nice 10, one thread)."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    log = open(runs_dir / "driver.log", "a")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        ["nice", "-n", "10", sys.executable, str(Path(__file__).resolve()),
-         *[a for a in argv if a != "--background"]],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        start_new_session=True, cwd=str(ROOT))
-    print(f"started PID {process.pid}; log {runs_dir / 'driver.log'}")
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -331,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     runs_dir = args.runs_dir.resolve()
     if args.background:
-        background(argv, runs_dir)
+        background(Path(__file__).resolve(), argv, runs_dir, ROOT)
         return
     if args.report:
         write_report(runs_dir, args.max_epochs)
@@ -344,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     pin_threads()
     data = data_dir(args.data_dir)
-    lock = hold_lock(runs_dir)  # noqa: F841  (held until exit)
+    lock = hold_lock(runs_dir, 'study_converged.py')  # noqa: F841  (held until exit)
     print(f"[{time.strftime('%F %T')}] driver PID {os.getpid()}, nfvae from {ROOT}, "
           f"max_epochs {args.max_epochs}", flush=True)
     for flow, seed in ORDER:

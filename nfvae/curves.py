@@ -2,7 +2,8 @@
 
 A long run's question is "how good is the model after this much compute?". The
 callback answers it on a fixed subset of the test set with fixed per-example noise
-(``nfvae.evaluation``), so every point of every run is the same function of the
+(the module's ``example_nll``, which every model kind has: importance-sampled for a
+VAE, exact up to the dequantization draws for an image flow), so every point of every run is the same function of the
 weights and points compare across epochs, runs and resumes. The subset is small
 (1000 images x 1000 samples by default, ~10-30 s on one core for the IWAE MLP):
 a curve, not the final figure, which the full test set with 5000 samples gives.
@@ -10,8 +11,8 @@ a curve, not the final figure, which the full test set with 5000 samples gives.
 Compute is counted while training only (the training batches of each epoch, not
 validation, figures or this callback's own scoring): wall-clock seconds and the
 process's CPU seconds. Both are kept in checkpoints, so a resumed run continues the
-count. Each point goes to TensorBoard (``zz_test_curve/nll`` and ``zz_test_curve/neg_elbo``
-against the epoch, ``zz_test_curve/nll_vs_train_seconds`` against the training
+count. Each point goes to TensorBoard (``zz_test_curve/nll``, ``zz_test_curve/bpd`` and,
+for a VAE, ``zz_test_curve/neg_elbo`` against the epoch, ``zz_test_curve/nll_vs_train_seconds`` against the training
 seconds) and, as one JSON line, to ``test_curve.jsonl`` in the run folder, with the
 run's health figures (resident memory, event-file and checkpoint-folder sizes,
 seconds per epoch, the seconds spent in validation and the figures drawn after it), so
@@ -23,6 +24,7 @@ keep the last line of each epoch.
 from __future__ import annotations
 
 import json
+import math
 import resource
 import time
 from collections.abc import Sequence
@@ -32,8 +34,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
-
-from nfvae.evaluation import example_elbo, example_nll
 
 CURVE_FILE = "test_curve.jsonl"
 
@@ -56,6 +56,12 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def pixels(pl_module: pl.LightningModule) -> int:
+    """Dimensions of one data point, for bits per dimension (the image flows' padding
+    excluded: their bits/dim is per pixel of the data, as their test/bpd)."""
+    return math.prod(pl_module.hparams["data_shape"])
 
 
 def read_curve(path: str | Path) -> list[dict[str, Any]]:
@@ -158,6 +164,7 @@ class NLLCurveLogger(pl.Callback):
         nll, neg_elbo = self.score(trainer.datamodule, pl_module)
         point = {
             "epoch": epoch + 1, "step": trainer.global_step, "nll": nll, "neg_elbo": neg_elbo,
+            "bpd": nll / (pixels(pl_module) * math.log(2)),
             "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
             "epoch_seconds": self.last_epoch_seconds,
             "validation_and_figure_seconds": self.validation_seconds,
@@ -171,7 +178,9 @@ class NLLCurveLogger(pl.Callback):
         writer = _tensorboard(trainer)
         if writer is not None:
             writer.add_scalar("zz_test_curve/nll", nll, epoch + 1)
-            writer.add_scalar("zz_test_curve/neg_elbo", neg_elbo, epoch + 1)
+            if neg_elbo is not None:
+                writer.add_scalar("zz_test_curve/neg_elbo", neg_elbo, epoch + 1)
+            writer.add_scalar("zz_test_curve/bpd", point["bpd"], epoch + 1)
             writer.add_scalar("zz_test_curve/nll_vs_train_seconds", nll,
                               int(self.train_seconds))
             writer.add_scalar("zz_test_curve/train_cpu_hours", self.train_cpu_seconds / 3600,
@@ -182,25 +191,30 @@ class NLLCurveLogger(pl.Callback):
             f.write(json.dumps(point) + "\n")
 
     @torch.no_grad()
-    def score(self, datamodule, pl_module: pl.LightningModule) -> tuple[float, float]:
-        """(NLL, -ELBO) in nats, averaged over the subset of ``datamodule``'s split."""
+    def score(self, datamodule, pl_module: pl.LightningModule) -> tuple[float, float | None]:
+        """(NLL, -ELBO) in nats, averaged over the subset of ``datamodule``'s split,
+        through the module's fixed-noise API (``example_nll``, which every model kind
+        has; ``example_elbo`` where there is a bound, else -ELBO is None)."""
         x_all, _ = datamodule.split(self.split)
         x_all = x_all[:self.num_examples]
-        model, seed = pl_module.model, int(getattr(pl_module, "eval_noise_seed", 0))
-        was_training = model.training
-        model.eval()
+        seed = int(getattr(pl_module, "eval_noise_seed", 0))
+        has_bound = hasattr(pl_module, "example_elbo")
+        was_training = pl_module.training
+        pl_module.eval()
         nll_sum = elbo_sum = 0.0
         try:
             for start in range(0, len(x_all), self.batch_size):
                 x = x_all[start:start + self.batch_size].to(pl_module.device)
                 index = torch.arange(start, start + len(x))
-                nll_sum += float(example_nll(model, x, index, self.num_samples, seed,
-                                             self.max_batch_samples).double().sum())
-                elbo_sum += float(example_elbo(model, x, index, seed)["neg_elbo"]
-                                  .double().sum())
+                nll_sum += float(pl_module.example_nll(
+                    x, index, self.num_samples, seed,
+                    max_batch_samples=self.max_batch_samples).double().sum())
+                if has_bound:
+                    elbo_sum += float(pl_module.example_elbo(x, index, seed)["neg_elbo"]
+                                      .double().sum())
         finally:
-            model.train(was_training)
-        return nll_sum / len(x_all), elbo_sum / len(x_all)
+            pl_module.train(was_training)
+        return nll_sum / len(x_all), (elbo_sum / len(x_all) if has_bound else None)
 
     # -- checkpoints -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
