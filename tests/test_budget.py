@@ -121,5 +121,12 @@ def test_the_image_flow_study_runs_end_to_end(tmp_path):
     for run in report["runs"]:
         assert run["result"] and math.isfinite(run["result"]["test_bpd"])
         assert run["curve"] and all(math.isfinite(p["bpd"]) for p in run["curve"])
-    for name in ("study_image_flow.md", "study_image_flow_bpd.png", "glow_mnist_samples.png"):
+    for name in ("study_image_flow.md", "study_image_flow_bpd.png", "glow_mnist_samples.png",
+                 "ood_nll_histograms_glow.png", "ood_nll_histograms_flowvae.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+    ood = json.loads((tmp_path / "out" / "study_image_flow_ood.json").read_text())
+    for kind in ("glow", "flowvae"):
+        aurocs = [ood[kind]["others"][name]["auroc"] for name in
+                  ("omniglot", "mnist:hflip", "mnist:vflip", "mnist:invert", "uniform_noise")]
+        assert all(0 <= a <= 1 for a in aurocs)
+    assert "| AUROC glow | AUROC flowvae |" in (tmp_path / "out" / "study_image_flow.md").read_text()
