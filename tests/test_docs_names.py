@@ -154,9 +154,12 @@ RUNS = {
     # epoch so that every figure callback draws
     "vae": ["trainer.max_epochs=1"],
     # the figures drawn for latent size 2 only (posteriors, aggregate posterior)
+    # (small figures: only their tags count here)
     "vae_latent2": ["model.latent_dim=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                    "callbacks.latent.num_points=60", "+callbacks.latent.num_samples=8",
+                    "+callbacks.latent.grid_size=20", "+callbacks.latent.posterior_draws=200",
                     "~callbacks.images", "~callbacks.projector", "~callbacks.diagnose",
-                    "test.enabled=false", *SHORT],
+                    "~callbacks.grad_norm", "test.enabled=false", *SHORT],
     "glow": ["experiment=glow/digits", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
              "module.steps_per_level=1", *SHORT],
     # a 2-D density (maximum likelihood: val/nll); skipping non-finite steps adds its
@@ -164,7 +167,8 @@ RUNS = {
     "two_moons": ["experiment=toy/two_moons", "flow=realnvp", "flow.num_layers=2",
                   "trainer.max_epochs=1", "data.num_train=512", "data.num_val=256",
                   "data.num_test=256", "callbacks.density.grid_size=30",
-                  "trainer.log_every_n_steps=1", "training.skip_nonfinite=true", *SHORT],
+                  "trainer.log_every_n_steps=1", "training.skip_nonfinite=true",
+                  "~callbacks.diagnose", *SHORT],
 }
 
 
