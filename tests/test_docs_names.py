@@ -141,7 +141,7 @@ def groups(tags: set[str]) -> set[str]:
 def run_tags(run: Path) -> set[str]:
     events = read_events(run)
     tags = set()
-    for kind, names in events.Tags().items():
+    for names in events.Tags().values():
         if isinstance(names, list):
             # TensorBoard's TEXT tab shows add_text's tag without the plugin's suffix.
             tags |= {n.removesuffix("/text_summary") for n in names}
@@ -370,7 +370,8 @@ def test_every_documented_config_key_resolves():
     assert stale == [], "documented config keys that conf/ does not have:\n" + "\n".join(stale)
 
 
-OPTION = re.compile(r"(?<![\w.])(?P<sign>[~+]?)(?P<key>[a-z_]+(?:\.(?:[A-Za-z0-9_]+|<[^>]*>|\*))+)=")
+OPTION = re.compile(r"(?<![\w.])(?P<sign>[~+]?)"
+                    r"(?P<key>[a-z_]+(?:\.(?:[A-Za-z0-9_]+|<[^>]*>|\*))+)=")
 
 
 def code_and_conf_options() -> list[tuple[str, str, str, str]]:
