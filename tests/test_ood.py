@@ -342,6 +342,8 @@ def test_transforms_are_what_they_claim():
     assert torch.equal(apply_transforms(x, ("hflip", "invert")), 1 - x.flip(-1))
     # inverted 8-bit levels k stay on the grid an image flow reads: 255 - k
     assert torch.equal(image_levels(apply_transforms(x, ("invert",))), 255 - image_levels(x))
+    with pytest.raises(ValueError, match=r"act on images \(N, C, H, W\), got data of shape \(5, 2\)"):
+        apply_transforms(torch.rand(5, 2), ("hflip",))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -354,6 +356,8 @@ def test_transforms_are_what_they_claim():
     (["ood_data=[digits,uniform_noise]", "+task.other_data.split_seed=1"],
      r"uniform_noise's config has no option 'split_seed'; give it to one dataset as "
      r"\+task\.other_data\.<data>\.split_seed"),
+    (["ood_data=[digits,uniform_noise]", "+task.other_data.npz.path=x.npz"],
+     "task.other_data.npz sets options of npz, which task.other does not list"),
 ])
 def test_bad_other_sets_are_refused_before_the_checkpoint_is_read(overrides, message,
                                                                    compose_cfg, tmp_path):

@@ -108,6 +108,9 @@ def parse_other(entry: str) -> tuple[str, tuple[str, ...]]:
 
 def apply_transforms(x: Tensor, transforms: tuple[str, ...]) -> Tensor:
     """``x`` (N, C, H, W) through each named transform, in order."""
+    if transforms and x.dim() != 4:
+        raise ValueError(f"the transforms {', '.join(transforms)} act on images (N, C, H, W), "
+                         f"got data of shape {tuple(x.shape)}")
     for name in transforms:
         x = TRANSFORMS[name](x)
     return x
@@ -122,13 +125,17 @@ def _entries(other: Any) -> list[Any]:
     raise ValueError(f"{MISSING_OTHER} (got {other!r})")
 
 
+def _available_data() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+
+
 def _compose_data(names: list[str]) -> dict[str, DictConfig]:
     """The conf/data/ config of each name, unresolved."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import MissingConfigException
 
-    available = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+    available = _available_data()
 
     def compose_all() -> dict[str, DictConfig]:
         found = {}
@@ -191,6 +198,10 @@ def other_sets(other: Any, cfg: DictConfig, other_data: Any = None) -> list[Othe
     composed = _compose_data(sorted(data_names))
     given = (OmegaConf.to_container(other_data, resolve=True) if OmegaConf.is_config(other_data)
              else dict(other_data or {}))
+    unlisted = sorted(key for key in given if key in _available_data() and key not in data_names)
+    if unlisted:
+        raise ValueError(f"task.other_data.{unlisted[0]} sets options of {unlisted[0]}, which "
+                         f"task.other does not list (it lists {', '.join(names)})")
     own = {key: value for key, value in given.items()
            if key in data_names and isinstance(value, Mapping)}
     common = {key: value for key, value in given.items() if key not in own}
