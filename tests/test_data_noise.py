@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from nfvae.image_flow.data import image_levels
@@ -57,5 +58,6 @@ def test_shape_and_levels_are_options(compose_cfg):
     ("data.num_levels=1", r"data\.num_levels must be an integer >= 2"),
 ])
 def test_bad_settings_are_named(compose_cfg, override, message):
-    with pytest.raises(ValueError, match=message):
+    # Hydra wraps the DataModule's ValueError, keeping its message
+    with pytest.raises(InstantiationException, match=message):
         noise(compose_cfg, override)
