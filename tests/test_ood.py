@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from nfvae.tasks.ood import (
     auroc,
     comparison_table,
     detect_outliers,
+    histogram_figure,
     parse_other,
 )
 from nfvae.training import train
@@ -324,6 +326,26 @@ def test_comparison_table_puts_models_side_by_side(vae_scored, glow_scored):
                                         f"{noise_v['nll']['bpd']:.3f}",
                                         f"{noise_g['nll']['bpd']:.3f}"]
     assert by_name["digits:hflip"][0] == "–" and by_name["digits:invert"][1] == "–"
+
+
+def test_histograms_show_every_image_and_a_log_axis_for_spans_of_orders_of_magnitude():
+    """A flow can give noise 10^4 times the NLL of data: linear bins would hide both
+    sets in one bar, and float32 bin edges dropped the set's extreme images."""
+    dims = 64
+    nats = dims * math.log(2)  # per bit/dim
+    nll_in = (6.7 + 0.3 * torch.randn(90, generator=torch.Generator().manual_seed(0))) * nats
+    others = {"near": nll_in * 1.1, "noise": torch.full((40,), 1e5 * nats),
+              "one": nll_in[:1]}
+    figure = histogram_figure(nll_in, others, "Digits", {n: 0.5 for n in others}, dims)
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["near: AUROC 0.500", "noise: AUROC 0.500",
+                                               "one: AUROC 0.500"]
+    assert [ax.get_xscale() for ax in axes] == ["linear", "log", "linear"]
+    for ax in axes:
+        fractions = [sum(bar.get_height() for bar in bars) for bars in ax.containers]
+        assert fractions == pytest.approx([1.0, 1.0]), ax.get_title()
+    lo, hi = axes[1].get_xlim()
+    assert lo < 6 and hi > 1e5
 
 
 def test_transforms_are_what_they_claim():

@@ -247,7 +247,10 @@ def histogram_figure(nll_in: Tensor, nll_others: Mapping[str, Tensor], name_in: 
                      areas: Mapping[str, float], dims: int, split: str = "test",
                      bins: int = 50) -> Figure:
     """One panel per other set: its NLL histogram over the in-distribution one, in
-    bits/dim, on bins shared within the panel, as densities so unequal sizes compare."""
+    bits/dim, on bins shared within the panel, each set's bars its fraction of images so
+    unequal sizes compare. A panel whose NLLs (all positive) span more than a factor
+    of 50 gets log-spaced bins on a log axis: a flow's NLL of noise can be 10^4 times its
+    NLL of data, and linear bins would then hide both sets in the first one."""
     count = len(nll_others)
     cols = min(count, 3)
     rows = math.ceil(count / cols)
@@ -255,18 +258,27 @@ def histogram_figure(nll_in: Tensor, nll_others: Mapping[str, Tensor], name_in: 
     axes = figure.subplots(rows, cols, squeeze=False).ravel()
     to_bpd = 1 / (dims * math.log(2))
     for ax, (name, nll_out) in zip(axes, nll_others.items()):
-        both = torch.cat([nll_in, nll_out]) * to_bpd
+        both = torch.cat([nll_in, nll_out]).double() * to_bpd
         finite = both[torch.isfinite(both)]
-        span = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+        lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        log_axis = lo > 0 and hi / lo > 50
+        edges = (torch.logspace(math.log10(lo), math.log10(hi), bins + 1, dtype=torch.float64)
+                 if log_axis else torch.linspace(lo, hi, bins + 1, dtype=torch.float64)).numpy()
+        edges[0], edges[-1] = lo, hi  # exactly, or rounding drops the extreme images
         for values, label in ((nll_in, f"{name_in} (n={len(nll_in)})"),
                               (nll_out, f"{name} (n={len(nll_out)})")):
-            ax.hist((values * to_bpd).numpy(), bins=bins, range=span, density=True,
-                    alpha=0.6, label=label)
+            shown = (values.double() * to_bpd).numpy()
+            ax.hist(shown, bins=edges, weights=[1 / len(shown)] * len(shown), alpha=0.6,
+                    label=label)
+        if log_axis:
+            ax.set_xscale("log")
         ax.set_title(f"{name}: AUROC {areas[name]:.3f}")
-        ax.set_xlabel("NLL (bits/dim)")
+        ax.set_xlabel("NLL (bits/dim" + (", log scale)" if log_axis else ")"))
         ax.legend(fontsize="small")
     for ax in axes[::cols]:
-        ax.set_ylabel("density")
+        ax.set_ylabel("fraction of images")
     for ax in axes[count:]:
         ax.set_visible(False)
     figure.suptitle(f"NLL of {split} images: {name_in} (in-distribution) against each other set")
