@@ -56,6 +56,7 @@ def test_shape_and_levels_are_options(compose_cfg):
     ("data.shape=[1,0,28]", r"data\.shape must be positive integers"),
     ("data.test_size=0", "split sizes must be >= 1"),
     ("data.num_levels=1", r"data\.num_levels must be an integer >= 2"),
+    ("data.noise_seed=-1", r"data\.noise_seed must be an integer >= 0"),
 ])
 def test_bad_settings_are_named(compose_cfg, override, message):
     # Hydra wraps the DataModule's ValueError, keeping its message

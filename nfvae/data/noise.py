@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from nfvae.data.base import TensorDataModule
-from nfvae.evaluation import stream_seed
 
 SPLITS = ("train", "val", "test")
 
@@ -41,6 +40,8 @@ class UniformNoiseDataModule(TensorDataModule):
             raise ValueError(f"uniform noise split sizes must be >= 1, got {sizes}")
         if not isinstance(num_levels, int) or num_levels < 2:
             raise ValueError(f"data.num_levels must be an integer >= 2, got {num_levels!r}")
+        if not isinstance(noise_seed, int) or noise_seed < 0:
+            raise ValueError(f"data.noise_seed must be an integer >= 0, got {noise_seed!r}")
         self.data_shape = shape
         self.sizes = sizes
         self.num_levels, self.noise_seed = num_levels, noise_seed
@@ -49,7 +50,8 @@ class UniformNoiseDataModule(TensorDataModule):
     def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         splits = {}
         for number, name in enumerate(SPLITS):
-            generator = torch.Generator().manual_seed(stream_seed(self.noise_seed, number, 0))
+            # One stream per (noise_seed, split), one-to-one for integer seeds.
+            generator = torch.Generator().manual_seed(self.noise_seed * len(SPLITS) + number)
             levels = torch.randint(0, self.num_levels, (self.sizes[name], *self.data_shape),
                                    generator=generator)
             x = levels.float() / (self.num_levels - 1)
