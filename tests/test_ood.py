@@ -79,7 +79,8 @@ def test_tiny_run_gives_auroc_json_png_and_tensorboard_figure(digits_checkpoint,
     noise = np.random.default_rng(0).random((80, 8, 8)).astype(np.float32)
     path = write_npz(tmp_path / "noise.npz", noise)
     results, out = run_ood(compose_cfg, tmp_path, digits_checkpoint,
-                           ["ood_data=npz", f"+task.other_data.path={path}", "+task.other_data.binarize=none"])
+                           ["ood_data=npz", f"+task.other_data.path={path}",
+                            "+task.other_data.binarize=none"])
     assert list(results["others"]) == ["npz"]
     scored = results["others"]["npz"]
     assert scored["auroc"] > 0.8, "uniform noise should look far less likely than digits"
@@ -364,7 +365,8 @@ def test_transforms_are_what_they_claim():
     assert torch.equal(apply_transforms(x, ("hflip", "invert")), 1 - x.flip(-1))
     # inverted 8-bit levels k stay on the grid an image flow reads: 255 - k
     assert torch.equal(image_levels(apply_transforms(x, ("invert",))), 255 - image_levels(x))
-    with pytest.raises(ValueError, match=r"act on images \(N, C, H, W\), got data of shape \(5, 2\)"):
+    with pytest.raises(ValueError, match=r"act on images \(N, C, H, W\), got data of shape "
+                                         r"\(5, 2\)"):
         apply_transforms(torch.rand(5, 2), ("hflip",))
 
 

@@ -118,7 +118,7 @@ def apply_transforms(x: Tensor, transforms: tuple[str, ...]) -> Tensor:
 
 def _entries(other: Any) -> list[Any]:
     """task.other as a list: one name or config, or a non-empty list of them."""
-    if isinstance(other, str) or isinstance(other, Mapping) or OmegaConf.is_dict(other):
+    if isinstance(other, (str, Mapping)) or OmegaConf.is_dict(other):
         return [other]
     if (isinstance(other, (list, tuple)) or OmegaConf.is_list(other)) and len(other):
         return list(other)
