@@ -38,7 +38,8 @@ ELSEWHERE = {
     "train/lr": "LearningRateMonitor and scheduler of experiment=iwae/*",
     "ood/nll_histograms": "eval.py task=ood's event file: needs a second dataset of the "
                           "model's shape (tests/test_ood.py)",
-    "ood/auroc": "the same",
+    "ood/auroc/<name>": "the same, one per other set",
+    "ood/nll_other/<name>": "the same, one per other set",
     "zz_diagnose/amortization_gap": "the opt-in inference gaps (task.gaps=true, ~20 s)",
     "zz_diagnose/approximation_gap": "the same",
 }
@@ -194,7 +195,9 @@ def known_tags(written) -> set[str]:
 
 def test_tags_written_elsewhere_are_still_in_the_code():
     source = "\n".join(p.read_text() for p in (ROOT / "nfvae").rglob("*.py"))
-    assert [t for t in ELSEWHERE if f'"{t}"' not in source] == []
+    # A tag with a <part> is written by an f-string: its literal prefix must be there.
+    literal = {t: (f'"{t.split("<")[0]}' if "<" in t else f'"{t}"') for t in ELSEWHERE}
+    assert [t for t, text in literal.items() if text not in source] == []
 
 
 def test_every_documented_tag_is_written(known_tags):
