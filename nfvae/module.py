@@ -69,6 +69,8 @@ class FlowVAEModule(TrainingModule):
     #: rebuilds those models (conf/prior/standard_normal.yaml), so such runs resume.
     IMPLIED_HPARAMS = {"prior": {"_target_": "nfvae.priors.standard_normal_prior",
                                  "_partial_": True, "name": "standard_normal"}}
+    # eval.py's default (eval.num_samples=null): the papers' 5000 importance samples.
+    EVAL_NUM_SAMPLES = 5000
     RESUME_SETTINGS: ClassVar[tuple[str, ...]] = (
         *TrainingModule.RESUME_SETTINGS, "objective", "test_num_samples", "eval_noise_seed",
         "compile", *(f"model.{key}" for key in MOVED_MODEL_KEYS))

@@ -105,7 +105,7 @@ RULES: tuple[Rule, ...] = (
     _int("objective.warmup_epochs", 0),
     _int("test.num_samples", 1),
     _number("training.min_free_mb", 0),
-    _int("eval.num_samples", 1),
+    _int("eval.num_samples", 1, nullable=True),  # null: the model kind's default
     _int("eval.batch_size", 1),
     _int("eval.max_batch_samples", 1),
     _int("task.max_examples", 1, nullable=True),

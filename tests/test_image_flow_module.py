@@ -239,6 +239,23 @@ def test_checkpoint_loads_through_its_class_key_and_reproduces_test_nll(digits_r
     assert float(nll.mean()) == pytest.approx(metrics["test/nll"], rel=1e-5)
 
 
+def test_shipped_eval_config_scores_a_flow_with_one_draw(digits_run, compose_cfg, tmp_path):
+    """python eval.py ckpt_path=<glow> as shipped (eval.num_samples: null) takes the flow's
+    own default, one dequantization draw, and reproduces the run's test/bpd; a VAE keeps
+    the papers' 5000 importance samples."""
+    from nfvae.module import FlowVAEModule
+    from nfvae.tasks.nll import nll
+
+    run, _, metrics = digits_run
+    (path,) = (run / "checkpoints").glob("epoch_*.ckpt")
+    cfg = compose_cfg([f"ckpt_path={path}"], config_name="eval", output_dir=tmp_path / "eval")
+    assert cfg.eval.num_samples is None
+    results = nll(cfg)
+    assert results["num_samples"] == FlowDensityModule.EVAL_NUM_SAMPLES == 1
+    assert results["bpd"] == pytest.approx(metrics["test/bpd"], rel=1e-5)
+    assert FlowVAEModule.EVAL_NUM_SAMPLES == 5000
+
+
 @pytest.mark.slow
 def test_kill_during_validation_then_resume_shows_every_figure(tmp_path):
     """SIGKILL in epoch 1's validation, then ckpt_path=last: the resumed run ends with the

@@ -56,6 +56,9 @@ class FlowDensityModule(TrainingModule):
     """
 
     RESUME_SETTINGS = (*TrainingModule.RESUME_SETTINGS, "test_num_samples", "eval_noise_seed")
+    # eval.py's default (eval.num_samples=null): one dequantization draw, the exact
+    # density's bound that the run's test/bpd reports.
+    EVAL_NUM_SAMPLES = 1
 
     def __init__(self, data_shape: list[int], optimizer: dict[str, Any], levels: int = 3,
                  steps_per_level: int = 8, hidden_channels: int = 128, kind: str = "glow",

@@ -72,6 +72,19 @@ def noise_seed(module: pl.LightningModule) -> int:
     return int(getattr(module, "eval_noise_seed", 0))
 
 
+def num_samples(module: pl.LightningModule, settings: Any) -> int:
+    """``eval.num_samples``, or when null the model kind's own ``EVAL_NUM_SAMPLES``:
+    5000 importance samples for a VAE (the papers' protocol), 1 dequantization draw
+    for an image flow (its density is exact; more draws only tighten the bound)."""
+    chosen = settings.get("num_samples") if hasattr(settings, "get") else settings.num_samples
+    if chosen is None:
+        chosen = getattr(module, "EVAL_NUM_SAMPLES", 1)
+    if int(chosen) < 1:
+        raise ValueError(f"eval.num_samples must be >= 1 (or null: the model kind's "
+                         f"default), got {chosen}")
+    return int(chosen)
+
+
 @torch.no_grad()
 def example_nlls(module: pl.LightningModule, x: Tensor, settings: Any) -> Tensor:
     """-log p(x) in nats per example, (N,), through the module's one fixed-noise path
@@ -79,12 +92,12 @@ def example_nlls(module: pl.LightningModule, x: Tensor, settings: Any) -> Tensor
 
     ``settings``: the ``eval`` config (num_samples, batch_size, max_batch_samples).
     """
-    num_samples, batch_size = int(settings.num_samples), int(settings.batch_size)
+    samples, batch_size = num_samples(module, settings), int(settings.batch_size)
     seed = noise_seed(module)
     parts = []
     for start in range(0, len(x), batch_size):
         batch = x[start:start + batch_size].to(module.device)
         index = torch.arange(start, start + len(batch))
-        parts.append(module.example_nll(batch, index, num_samples, seed,
+        parts.append(module.example_nll(batch, index, samples, seed,
                                         max_batch_samples=int(settings.max_batch_samples)).cpu())
     return torch.cat(parts) if parts else torch.empty(0)

@@ -2,7 +2,9 @@
 
 Each example's noise is fixed (``nfvae.evaluation``, seeded by the checkpoint's
 ``eval_noise_seed``), so with ``eval.num_samples`` equal to the run's
-``test.num_samples`` this reproduces the run's test/nll, whatever the batch size;
+``test.num_samples`` this reproduces the run's test/nll, whatever the batch size
+(null, the default, takes the model kind's ``EVAL_NUM_SAMPLES``: 5000 for a VAE, 1
+for an image flow);
 task=ood scores its in-distribution examples the same way.
 """
 
@@ -17,7 +19,13 @@ import torch
 from omegaconf import DictConfig
 
 from nfvae.module import FlowVAEModule
-from nfvae.tasks.common import check_output_dir, checkpoint_and_data, example_nlls, noise_seed
+from nfvae.tasks.common import (
+    check_output_dir,
+    checkpoint_and_data,
+    example_nlls,
+    noise_seed,
+    num_samples,
+)
 from nfvae.validation import validate
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,7 @@ def nll(cfg: DictConfig) -> dict[str, float]:
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "split": cfg.eval.split,
         "num_examples": len(x),
-        "num_samples": int(cfg.eval.num_samples),
+        "num_samples": num_samples(module, cfg.eval),
     }
     if isinstance(module, FlowVAEModule):  # a bound beside the estimate: VAEs only
         results["neg_elbo"] = mean_neg_elbo(module, x, int(cfg.eval.batch_size))

@@ -37,7 +37,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from nfvae.config import CONF_DIR
-from nfvae.tasks.common import build_datamodule, check_output_dir, checkpoint_and_data, example_nlls
+from nfvae.tasks.common import (
+    build_datamodule,
+    check_output_dir,
+    checkpoint_and_data,
+    example_nlls,
+    num_samples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +338,7 @@ def detect_outliers(cfg: DictConfig, other: Any = None, other_data: Any = None,
         images[one.name] = x_out
     del loaded
 
-    num_samples = int(cfg.eval.num_samples)
+    samples = num_samples(module, cfg.eval)
     nll_in = example_nlls(module, x_in, cfg.eval)
     nll_others = {name: example_nlls(module, x_out, cfg.eval) for name, x_out in images.items()}
     areas = {name: auroc(nll_in, nll_out) for name, nll_out in nll_others.items()}
@@ -355,7 +361,7 @@ def detect_outliers(cfg: DictConfig, other: Any = None, other_data: Any = None,
         "checkpoint": str(cfg.ckpt_path),
         "in_distribution": name_in,
         "split": split,
-        "num_samples": num_samples,
+        "num_samples": samples,
         "in_distribution_nll": _nll_summary(nll_in, dims),
         "others": {
             one.name: {
