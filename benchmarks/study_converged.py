@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,7 +53,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study_support import background, hold_lock, mean_std  # noqa: E402
+from study_support import (  # noqa: E402
+    RESULT_FILE,
+    background,
+    has_checkpoints,
+    hold_lock,
+    mean_std,
+    plot_over_seeds,
+    read_curve,
+    read_result,
+    run_name,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_RUNS_DIR = Path(os.environ.get("NFVAE_CONVERGED_DIR", ROOT.parent / "runs" / "converged"))
@@ -73,21 +82,6 @@ ORDER = ([("none", 1), ("none", 2)] + [(f, 1) for f in FLOWS[1:]]
 PUBLISHED = {"none": {"nll": 86.76, "active_units": 19, "confirmed": False,
                       "source": "Burda et al. 2016, Table 1, MNIST, 1 stochastic layer, VAE, k=1 "
                                 "(quoted from the issue; not confirmed against the paper)"}}
-CURVE_FILE = "test_curve.jsonl"
-RESULT_FILE = "result.json"
-
-
-def run_name(flow: str, seed: int) -> str:
-    return f"{flow}_seed{seed}"
-
-
-def has_checkpoints(run_dir: Path) -> bool:
-    return any((run_dir / "checkpoints").glob("*.ckpt"))
-
-
-def read_result(run_dir: Path) -> dict | None:
-    path = run_dir / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def is_finished(run_dir: Path, max_epochs: int) -> bool:
@@ -147,12 +141,6 @@ def train_one(flow: str, seed: int, run_dir: Path, data_dir: Path, max_epochs: i
 
 
 # -- the report ------------------------------------------------------------------------
-def read_curve(run_dir: Path) -> list[dict]:
-    from nfvae.curves import read_curve as read
-
-    return read(run_dir / CURVE_FILE)
-
-
 def health(curve: list[dict], run_dir: Path) -> dict:
     """Growth figures of one run: seconds per epoch at the start, middle and end, memory,
     event-file and checkpoint sizes (now), and the time spent scoring the curve."""
@@ -251,20 +239,8 @@ def draw_curves(runs: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for flow in FLOWS:
         curves = [r["curve"] for r in runs if r["flow"] == flow and r["curve"]]
-        if not curves:
-            continue
-        shared = sorted(set.intersection(*({p["epoch"] for p in c} for c in curves)))
-        if not shared:
-            continue
-        by_epoch = [{p["epoch"]: p for p in c} for c in curves]
-        hours = [statistics.mean(c[e]["train_cpu_seconds"] for c in by_epoch) / 3600
-                 for e in shared]
-        nll = [[c[e]["nll"] for c in by_epoch] for e in shared]
-        line, = ax.plot(hours, [statistics.mean(v) for v in nll],
-                        label=f"{flow} ({len(curves)} seed{'s' * (len(curves) > 1)})")
-        if len(curves) > 1:
-            ax.fill_between(hours, [min(v) for v in nll], [max(v) for v in nll],
-                            color=line.get_color(), alpha=0.2)
+        if curves:
+            plot_over_seeds(ax, curves, "train_cpu_seconds", 3600, "nll", flow)
     if PUBLISHED["none"]["nll"]:
         ax.axhline(PUBLISHED["none"]["nll"], color="k", ls="--", lw=0.8,
                    label="Burda et al. 2016, VAE k=1 (quoted)")

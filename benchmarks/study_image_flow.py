@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's nfvae, whatever is installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study_support import background, hold_lock, mean_std  # noqa: E402
+from study_support import (  # noqa: E402
+    RESULT_FILE,
+    background,
+    has_checkpoints,
+    hold_lock,
+    mean_std,
+    plot_over_seeds,
+    read_curve,
+    read_result,
+    run_name,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLES_PNG = "glow_mnist_samples.png"
@@ -68,12 +77,6 @@ PUBLISHED_SOURCE = "Grathwohl et al. 2019 (FFJORD), Table 2, MNIST (quoted)"
 # curve has ~15-20 points and validation plus scoring stays under a tenth of the time.
 STEPS_PER_POINT = {"glow": 150, "realnvp": 150, "flowvae": 6000}
 OOD_OTHERS = ["omniglot", "mnist:hflip", "mnist:vflip", "mnist:invert", "uniform_noise"]
-CURVE_FILE = "test_curve.jsonl"
-RESULT_FILE = "result.json"
-
-
-def run_name(kind: str, seed: int) -> str:
-    return f"{kind}_seed{seed}"
 
 
 def study_overrides(kind: str, minutes: float, steps_per_point: int | None = None
@@ -99,15 +102,10 @@ def study_overrides(kind: str, minutes: float, steps_per_point: int | None = Non
 
 def overrides(kind: str, seed: int, run_dir: Path, data_dir: Path, minutes: float,
               steps_per_point: int | None, extra: list[str] = ()) -> list[str]:
-    resume = "last" if any((run_dir / "checkpoints").glob("*.ckpt")) else "null"
+    resume = "last" if has_checkpoints(run_dir) else "null"
     return [*study_overrides(kind, minutes, steps_per_point), f"seed={seed}",
             f"paths.output_dir={run_dir}", f"data.data_dir={data_dir}", "data.download=false",
             f"ckpt_path={resume}", *extra]
-
-
-def read_result(run_dir: Path) -> dict | None:
-    path = run_dir / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def is_finished(run_dir: Path, minutes: float) -> bool:
@@ -187,12 +185,6 @@ def detect_outliers(runs_dir: Path, data_dir: Path, max_examples: int,
 
 
 # -- the report --------------------------------------------------------------------------
-def read_curve(run_dir: Path) -> list[dict]:
-    from nfvae.curves import read_curve as read
-
-    return read(run_dir / CURVE_FILE)
-
-
 def collect(runs_dir: Path) -> list[dict]:
     runs = []
     for kind, seed in ORDER:
@@ -216,18 +208,8 @@ def draw_curves(runs: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kind in KINDS:
         curves = [r["curve"] for r in runs if r["kind"] == kind and r["curve"]]
-        if not curves:
-            continue
-        shared = sorted(set.intersection(*({p["epoch"] for p in c} for c in curves)))
-        by_epoch = [{p["epoch"]: p for p in c} for c in curves]
-        minutes = [statistics.mean(c[e]["train_cpu_seconds"] for c in by_epoch) / 60
-                   for e in shared]
-        bpd = [[c[e]["bpd"] for c in by_epoch] for e in shared]
-        line, = ax.plot(minutes, [statistics.mean(v) for v in bpd], marker=".",
-                        label=f"{kind} ({len(curves)} seed{'s' * (len(curves) > 1)})")
-        if len(curves) > 1:
-            ax.fill_between(minutes, [min(v) for v in bpd], [max(v) for v in bpd],
-                            color=line.get_color(), alpha=0.2)
+        if curves:
+            plot_over_seeds(ax, curves, "train_cpu_seconds", 60, "bpd", kind, marker=".")
     ax.axhline(PUBLISHED["glow"], color="k", ls="--", lw=0.8,
                label=f"Glow, long GPU training: {PUBLISHED['glow']} (quoted)")
     ax.set_xlabel("training CPU-minutes (one thread)")

@@ -1,15 +1,40 @@
-"""What the long studies' drivers share: one driver per runs folder (a lock file
-and its PID), detaching into the background, and mean ± std for the tables."""
+"""What the long studies' drivers share: run folders and what they hold (checkpoints,
+``result.json``, ``test_curve.jsonl``), one driver per run (a lock file and its PID),
+detaching into the background, and mean ± std for the tables."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+CURVE_FILE = "test_curve.jsonl"
+RESULT_FILE = "result.json"
+
+
+def run_name(kind: str, seed: int) -> str:
+    return f"{kind}_seed{seed}"
+
+
+def has_checkpoints(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def read_result(run_dir: Path) -> dict | None:
+    """The run's ``result.json`` (written when its training and test ended), or None."""
+    path = run_dir / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_curve(run_dir: Path) -> list[dict]:
+    from nfvae.curves import read_curve as read
+
+    return read(run_dir / CURVE_FILE)
 
 
 def hold_lock(runs_dir: Path, script: str, name: str = "driver"):
@@ -47,3 +72,21 @@ def mean_std(values: list[float | None], digits: int = 2) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def plot_over_seeds(ax, curves: list[list[dict]], x_key: str, x_scale: float, y_key: str,
+                    label: str, **style) -> None:
+    """One line per model: the mean over seeds of ``y_key`` at each curve point (epoch)
+    that every seed has, against the seeds' mean ``x_key`` / ``x_scale``, and a band
+    from their min to max where there are several seeds."""
+    shared = sorted(set.intersection(*({p["epoch"] for p in c} for c in curves)))
+    if not shared:
+        return
+    by_epoch = [{p["epoch"]: p for p in c} for c in curves]
+    xs = [statistics.mean(c[e][x_key] for c in by_epoch) / x_scale for e in shared]
+    ys = [[c[e][y_key] for c in by_epoch] for e in shared]
+    line, = ax.plot(xs, [statistics.mean(v) for v in ys],
+                    label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})", **style)
+    if len(curves) > 1:
+        ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys],
+                        color=line.get_color(), alpha=0.2)
