@@ -148,9 +148,11 @@ def run_worker(config: str, name: str, args, cache_dir: str) -> dict:
 
 
 def break_even(eager: dict, compiled: dict) -> str:
-    """Training steps after which the compiled run has repaid its first step."""
+    """Training steps after which the compiled run has repaid its longer start-up and
+    first step."""
     saved = eager["step_ms"] - compiled["step_ms"]
-    extra = 1e3 * (compiled["first_step_s"] - eager["first_step_s"])
+    extra = 1e3 * (compiled["startup_s"] + compiled["first_step_s"]
+                   - eager["startup_s"] - eager["first_step_s"])
     if saved <= 0:
         return "never"
     return f"{max(0.0, extra) / saved:.0f}"
@@ -171,8 +173,8 @@ def report(config: str, results: list[dict]) -> str:
         ratios = [e / r["step_ms"] for e, r in zip(eager_ms, runs)] or [math.nan]
         g = runs[-1]["graphs"]
         even = "" if name == "eager" or not eager_ms else break_even(
-            {"step_ms": statistics.median(eager_ms),
-             "first_step_s": statistics.median(r["first_step_s"] for r in by["eager"])}, med)
+            {k: statistics.median(r[k] for r in by["eager"])
+             for k in ("step_ms", "first_step_s", "startup_s")}, med)
         lines.append(
             f"| {name} | {med['startup_s']:.1f} | {med['first_step_s']:.2f} | "
             f"{med['step_ms']:.2f} | {1e3 / med['step_ms']:.0f} | "
