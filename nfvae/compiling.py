@@ -45,9 +45,10 @@ AUTO = "auto"
 
 #: What compilation costs and gains, from benchmarks/bench_compile.py (one thread, a
 #: shared 2-core machine, torch 2.14; README, Speed): the extra start-up and first step
-#: took 110-160 s with an empty cache and 13-18 s with a warm one, and a compiled step
-#: saved 15-35% of an eager one (Lightning's share included). The costs are the high
-#: end and the saving the low end, so auto compiles only runs that surely repay it.
+#: took 100-200 s with an empty cache and 12-18 s with a warm one, and a compiled step
+#: ran 0.97-1.52x an eager one, median 1.3x (Lightning's share included). The costs
+#: are the high end and the saving the low end, so auto compiles only runs that surely
+#: repay it.
 COLD_COMPILE_S = 150.0
 WARM_COMPILE_S = 20.0
 SAVING = 0.15
@@ -134,7 +135,7 @@ def compiler_missing(device_type: str, options: dict[str, Any]) -> str | None:
         if device_type == "cuda":
             from torch.utils._triton import has_triton
 
-            return None if has_triton() else "Triton is not installed"
+            return None if has_triton() else "Triton cannot compile for this GPU here"
         from torch._inductor.cpp_builder import get_cpp_compiler
 
         get_cpp_compiler()
