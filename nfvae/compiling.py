@@ -119,8 +119,15 @@ def decide(remaining_steps: float, step_s: float, cached: bool,
 # ------------------------------------------------------------------ the compiler
 def cache_dir() -> Path:
     """Where inductor keeps compiled artefacts; sets ``TORCHINDUCTOR_CACHE_DIR`` to the
-    nfvae cache when the user has not chosen a folder, so that it outlives /tmp."""
-    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    nfvae cache unless the user chose another folder, so that it outlives /tmp.
+
+    Importing ``torch._dynamo`` (Lightning does) already sets the variable to torch's
+    default, /tmp/torchinductor_<user>: that value counts as not chosen. Inductor reads
+    the variable at each use, so setting it before the first compilation suffices."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as torch_default
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen or os.path.abspath(chosen) == os.path.abspath(torch_default()):
         from nfvae.diagnose.classes import default_cache_dir
 
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(default_cache_dir() / "torchinductor")

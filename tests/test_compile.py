@@ -19,6 +19,7 @@ from nfvae.compiling import (
     WARM_COMPILE_S,
     WARMUP_STEPS,
     CompileSettings,
+    cache_dir,
     decide,
     remaining_training_steps,
 )
@@ -146,6 +147,24 @@ def test_the_shipped_default_is_auto_and_explicit_values_are_kept(compose_cfg):
     compiled = build_module(compose_cfg(["training.compile=true"]), (1, 8, 8))
     assert compiled.model._compiled_call_impl is None
     assert compiled.state_dict().keys() == shipped.state_dict().keys()
+
+
+@pytest.mark.parametrize("inductor_dir", [None, "torch default", "chosen"])
+def test_the_compile_cache_outlives_tmp_unless_the_user_chose_a_folder(
+        inductor_dir, monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    # Importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR to torch's default in /tmp.
+    values = {None: None, "torch default": default_cache_dir(),
+              "chosen": str(tmp_path / "mine")}
+    monkeypatch.setenv("NFVAE_CACHE_DIR", str(tmp_path / "nfvae"))
+    if values[inductor_dir] is None:
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    else:
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", values[inductor_dir])
+    expected = tmp_path / ("mine" if inductor_dir == "chosen" else "nfvae/torchinductor")
+    assert cache_dir() == expected
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(expected)
 
 
 # ------------------------------------------------------------------ real runs
