@@ -180,6 +180,24 @@ def test_the_shipped_digits_run_stays_eager(compose_cfg, caplog):
         "training.compile=auto: training eager (1367 planned steps"), lines
 
 
+def test_auto_compiles_once_it_has_decided_to(compose_cfg, caplog, monkeypatch):
+    """A run that repays compilation (the decision forced here, and aot_eager instead of
+    inductor to keep it quick): eager for the timed steps, compiled from the next."""
+    import functools
+
+    import nfvae.compiling
+
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args: (True, "forced"))
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    with caplog.at_level(logging.INFO, logger="nfvae.compiling"):
+        train(compose_cfg([*QUICK, COUNT, STOP, "test.enabled=false"]))
+    assert StopAfterDecision.seen["compiled"] is True
+    assert CountGraphs.compiles == [("train", 64, 1)]  # at the step after the timed ones
+    lines = [r.getMessage() for r in caplog.records if r.name == "nfvae.compiling"]
+    assert len(lines) == 1 and "compiling the training step (training.compile=auto: " \
+        "forced" in lines[0], lines
+
+
 def test_false_never_compiles(compose_cfg):
     train(compose_cfg([*QUICK, COUNT, "training.compile=false", "trainer.max_epochs=1",
                        "trainer.limit_train_batches=3", "test.enabled=false"]))
