@@ -86,6 +86,9 @@ STOP = "+callbacks.stop._target_=test_compile.StopAfterDecision"
 def _fresh_records():
     CountGraphs.compiles.clear()
     StopAfterDecision.seen.clear()
+    # Dynamo keeps compiled code per code object across module instances: each test
+    # starts with none, so that what it counts is its own.
+    torch._dynamo.reset()
 
 
 # ------------------------------------------------------------------ the decision
