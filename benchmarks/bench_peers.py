@@ -148,7 +148,7 @@ def plain_model(kind: str, flows=None):
             """log p(x, zK) - log qK(zK|x), shape (S, B)."""
             context = self.encoder(x)
             mu, log_sigma = self.to_mu(context), self.to_log_sigma(context)
-            eps = torch.randn(num_samples, *mu.shape)
+            eps = torch.randn(num_samples, *mu.shape, device=mu.device)
             zK, sum_log_det = self.flow(mu + log_sigma.exp() * eps, context)
             logits = self.decoder(zK)
             log_px = (x * logits - F.softplus(logits)).sum(-1)
@@ -184,7 +184,7 @@ def plain_nll(model, test_u8) -> tuple[float, float]:
     start, total = now(), 0.0
     with torch.no_grad():
         for i in range(0, len(x_all), IS_BATCH):
-            x = x_all[i:i + IS_BATCH]
+            x = x_all[i:i + IS_BATCH].to(next(model.parameters()).device)
             log_w = model.log_weights(x, IS_SAMPLES)
             # log p(x, z) - log q(z|x) with the 2 pi terms cancelled; log S for the mean.
             total -= float((torch.logsumexp(log_w, 0) - math.log(IS_SAMPLES)).sum())
@@ -262,8 +262,9 @@ NFVAE_OVERRIDES = [
 ]
 
 
-def nfvae_run(kind: str, steps: int, warmup: int, step_times: list[float], compile_: bool,
-              test_u8, rss: list[float]):
+def nfvae_run(kind: str, steps: int, warmup: int, step_times: list[float], compile_: bool | None,
+              test_u8, rss: list[float], extra: tuple[str, ...] = (), device: str = "cpu"):
+    """``extra``: more overrides (bench_gpu.py's levers); ``compile_`` None: as they say."""
     import tempfile
 
     import pytorch_lightning as pl
@@ -289,21 +290,22 @@ def nfvae_run(kind: str, steps: int, warmup: int, step_times: list[float], compi
     out = tempfile.mkdtemp(prefix="nfvae-peers-")
     overrides = [*NFVAE_OVERRIDES, f"flow.amortized={str(kind == 'amortized').lower()}",
                  f"trainer.limit_train_batches={warmup + steps}",
-                 f"paths.output_dir={out}", f"data.data_dir={data_dir()}"]
+                 f"paths.output_dir={out}", f"data.data_dir={data_dir()}", *extra]
     # The driver starts the worker in the checkout to measure (--before: the other one).
     with initialize_config_dir(config_dir=str(Path.cwd() / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     # training.compile; checkouts from before it moved there have model.compile
     group = cfg.training if "compile" in cfg.get("training", {}) else cfg.model
-    with open_dict(group):
-        group.compile = bool(compile_)
+    if compile_ is not None:
+        with open_dict(group):
+            group.compile = bool(compile_)
     train(cfg)
     rss.append(StepTimer.train_rss_mb)
-    model = StepTimer.module.model.eval()
+    model = StepTimer.module.model.to(device).eval()  # Lightning hands it back on the CPU
     x_all = torch.bernoulli(test_u8.float() / 255, generator=torch.Generator().manual_seed(0))
     start, total = now(), 0.0
     for i in range(0, len(x_all), IS_BATCH):
-        x = x_all[i:i + IS_BATCH].view(-1, *model.data_shape)
+        x = x_all[i:i + IS_BATCH].view(-1, *model.data_shape).to(device)
         total += float(example_nll(model, x, torch.arange(i, i + len(x)), IS_SAMPLES).sum())
     return since(start), total / len(x_all)
 

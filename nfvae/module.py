@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from nfvae.compiling import CompileSettings, TrainingForward, remaining_training_steps
 from nfvae.config import to_plain
 from nfvae.evaluation import example_elbo, example_nll
 from nfvae.logging_steps import logger_writes_this_step
@@ -60,7 +61,8 @@ class FlowVAEModule(TrainingModule):
     rebuilds the same model from the checkpoint alone; ``model`` and ``objective`` are
     parsed once into ``self.settings`` and ``self.objective``. ``data`` is not used
     here; it is kept so ``eval.py`` can rebuild the dataset the model saw. ``compile``
-    (``training.compile``): ``torch.compile`` the FlowVAE, true or a dict of options.
+    (``training.compile``): auto, true, false or a dict of ``torch.compile`` options, for
+    the training forward only (``nfvae.compiling``).
     Checkpoints from before ``num_samples`` and ``compile`` left the ``model`` group
     load as they are (their values apply where they now live).
     """
@@ -87,7 +89,7 @@ class FlowVAEModule(TrainingModule):
         skip_nonfinite: bool = False,
         eval_noise_seed: int = 0,
         scheduler: dict[str, Any] | None = None,
-        compile: bool | dict[str, Any] = False,  # noqa: A002 - the config's name
+        compile: bool | str | dict[str, Any] = False,  # noqa: A002 - the config's name
         prior: dict[str, Any] | None = None,
     ):
         super().__init__()
@@ -112,10 +114,11 @@ class FlowVAEModule(TrainingModule):
         self.val_means = _means(("neg_elbo", "recon", "kl"))
         self.test_means = _means(("neg_elbo", "nll", "bpd"))
         self._last_parts: NegativeELBO | None = None
-        if compile:
-            # nn.Module.compile keeps the state_dict keys, so checkpoints of compiled
-            # and plain runs are interchangeable.
-            self.model.compile(**(compile if isinstance(compile, dict) else {}))
+        # The model itself stays eager (evaluation, figures, scoring, and checkpoints
+        # keep their keys); training calls it through this, compiled or not.
+        self.training_forward = TrainingForward(
+            self.model, CompileSettings.parse(compile),
+            key={"data_shape": data_shape, "model": model, "flow": flow, "prior": prior})
 
     @property
     def num_samples(self) -> int:
@@ -160,10 +163,19 @@ class FlowVAEModule(TrainingModule):
     def forward(self, x: Tensor, num_samples: int = 1):
         return self.model(x, num_samples=num_samples)
 
+    def on_train_start(self) -> None:
+        trainer = self.trainer
+        remaining = remaining_training_steps(
+            trainer.max_epochs, trainer.max_steps, trainer.num_training_batches,
+            trainer.current_epoch, trainer.global_step, trainer.accumulate_grad_batches)
+        self.training_forward.start(
+            remaining, self.device.type, trainer.strategy.broadcast,
+            graph={"precision": str(trainer.precision)})
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0]
         beta = self.beta
-        parts = negative_elbo(self.model(x, self.objective.num_samples), beta)
+        parts = negative_elbo(self.training_forward(x, self.objective.num_samples), beta)
         # For the non-finite guard's message (nfvae.callbacks.NonFiniteGuard).
         self._last_parts = parts
         # Only on the steps the logger writes: each self.log costs Lightning ~0.5 ms

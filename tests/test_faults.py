@@ -246,14 +246,6 @@ def test_bf16_mixed_training_runs(compose_cfg):
     assert torch.isfinite(torch.tensor(metrics["val/neg_elbo"]))
 
 
-def test_compile_option_compiles_without_renaming_weights(compose_cfg):
-    plain = build_module(compose_cfg([]), (1, 8, 8))
-    compiled = build_module(compose_cfg(["training.compile=true"]), (1, 8, 8))
-    assert compiled.model._compiled_call_impl is not None
-    assert plain.model._compiled_call_impl is None
-    assert compiled.state_dict().keys() == plain.state_dict().keys()
-
-
 @pytest.mark.slow
 def test_compiled_model_trains(compose_cfg):
     # aot_eager: dynamo and AOT autograd through the real training, validation and

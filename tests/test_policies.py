@@ -112,7 +112,7 @@ def test_the_shipped_config_puts_num_samples_and_compile_with_training(compose_c
     module = build_module(cfg, (1, 8, 8))
     assert module.objective.num_samples == cfg.objective.num_samples == 1
     assert "num_samples" not in module.hparams.model and "compile" not in module.hparams.model
-    assert module.hparams.compile is False
+    assert module.hparams.compile == "auto"
     assert module.settings.latent_dim == cfg.model.latent_dim
 
 

@@ -1,0 +1,239 @@
+"""``training.compile``: whether and how the training step runs under ``torch.compile``.
+
+Values:
+
+* ``auto`` (the default): train eager, time a few steps, then compile only if the
+  remaining planned steps repay the compilation (``decide``). Short runs, like the
+  shipped digits run, stay eager; long ones compile.
+* ``true``: compile from the first step; ``false``: never.
+* a dict of ``torch.compile`` options (``{mode: max-autotune}``): compile with them.
+
+Only the model's training forward is compiled. Validation, test, figures and scoring
+call the model itself, eager, so no evaluation batch size, number of importance
+samples or no-grad mode ever compiles a graph. The batch dimension is marked dynamic,
+so a partial last batch reuses the training graph instead of compiling another.
+
+Compiled artefacts are kept across runs in ``$TORCHINDUCTOR_CACHE_DIR`` when it is set,
+else in ``<nfvae cache>/torchinductor`` (``NFVAE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/nfvae``, else ``~/.cache/nfvae``): a second run of the same model
+finds its kernels there and compiles in seconds, not minutes.
+
+Without a working compiler (no C++ compiler for the CPU, no Triton for a GPU), or if
+compilation fails, training goes on eager after one warning line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+#: What compilation costs and gains, from benchmarks/bench_compile.py (one thread, a
+#: shared 2-core machine, torch 2.14; README, Speed): the extra start-up and first step
+#: took 100-200 s with an empty cache and 12-18 s with a warm one, and a compiled step
+#: ran 0.97-1.52x an eager one, median 1.3x (Lightning's share included). The costs
+#: are the high end and the saving the low end, so auto compiles only runs that surely
+#: repay it.
+COLD_COMPILE_S = 150.0
+WARM_COMPILE_S = 20.0
+SAVING = 0.15
+#: Eager steps timed before auto decides (after ``WARMUP_STEPS`` untimed ones).
+WARMUP_STEPS, TIMED_STEPS = 3, 10
+
+
+def _compile_keys() -> set[str]:
+    return set(inspect.signature(torch.compile).parameters) - {"model"}
+
+
+@dataclass(frozen=True)
+class CompileSettings:
+    """``when``: "never", "always" or "auto"; ``options``: keyword arguments of
+    ``torch.compile``."""
+
+    when: str = AUTO
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: Any) -> CompileSettings:
+        if value is None or value is False:
+            return cls("never")
+        if value is True:
+            return cls("always")
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return cls(AUTO)
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - _compile_keys())
+            if unknown:
+                raise ValueError(f"training.compile: unknown torch.compile option(s) "
+                                 f"{', '.join(map(str, unknown))}; it takes "
+                                 f"{', '.join(sorted(_compile_keys()))}")
+            return cls("always", dict(value))
+        raise ValueError(f"training.compile must be auto, true, false or a dict of "
+                         f"torch.compile options (e.g. {{mode: max-autotune}}), got {value!r}")
+
+
+# ------------------------------------------------------------------ the decision
+def remaining_training_steps(max_epochs: int | None, max_steps: int | None,
+                             batches_per_epoch: float, current_epoch: int = 0,
+                             global_step: int = 0, accumulate: int = 1) -> float:
+    """Training forward passes still planned: the sooner of the epoch and the step limit
+    (-1 or None: no limit; ``math.inf`` when neither limits)."""
+    by_epochs = by_steps = math.inf
+    if max_epochs is not None and max_epochs >= 0:
+        by_epochs = max(0, max_epochs - current_epoch) * batches_per_epoch
+    if max_steps is not None and max_steps >= 0:
+        by_steps = max(0, max_steps - global_step) * max(1, accumulate)
+    return min(by_epochs, by_steps)
+
+
+def decide(remaining_steps: float, step_s: float, cached: bool,
+           cold_s: float = COLD_COMPILE_S, warm_s: float = WARM_COMPILE_S,
+           saving: float = SAVING) -> tuple[bool, str]:
+    """(compile?, why): compile when the time the remaining steps save exceeds the
+    compilation's cost, ``warm_s`` when this model's graph was compiled before into the
+    cache (``cached``), else ``cold_s``."""
+    cost = warm_s if cached else cold_s
+    gain = remaining_steps * step_s * saving
+    steps = "unlimited" if math.isinf(remaining_steps) else f"{remaining_steps:.0f}"
+    why = (f"{steps} planned steps x {1e3 * step_s:.1f} ms x {saving:.0%} saved = "
+           f"{'unlimited' if math.isinf(gain) else f'{gain:.0f} s'} against ~{cost:.0f} s "
+           f"to compile ({'cached' if cached else 'empty cache'})")
+    return gain > cost, why
+
+
+# ------------------------------------------------------------------ the compiler
+def cache_dir() -> Path:
+    """Where inductor keeps compiled artefacts; sets ``TORCHINDUCTOR_CACHE_DIR`` to the
+    nfvae cache unless the user chose another folder, so that it outlives /tmp.
+
+    Importing ``torch._dynamo`` (Lightning does) already sets the variable to torch's
+    default, /tmp/torchinductor_<user>: that value counts as not chosen. Inductor reads
+    the variable at each use, so setting it before the first compilation suffices."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as torch_default
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen or os.path.abspath(chosen) == os.path.abspath(torch_default()):
+        from nfvae.diagnose.classes import default_cache_dir
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(default_cache_dir() / "torchinductor")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+def compiler_missing(device_type: str, options: dict[str, Any]) -> str | None:
+    """Why inductor cannot compile here, or None."""
+    if options.get("backend", "inductor") != "inductor":
+        return None
+    try:
+        if device_type == "cuda":
+            from torch.utils._triton import has_triton
+
+            return None if has_triton() else "Triton cannot compile for this GPU here"
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as error:  # noqa: BLE001 - any failure means: no compiler
+        return f"no working C++ compiler ({error})"
+    return None
+
+
+class TrainingForward:
+    """The model's training forward: eager, compiled, or eager until ``auto`` decides.
+
+    ``__call__(x, num_samples)`` is ``model(x, num_samples)``. ``start(...)`` is called
+    when training starts; under ``auto`` the steps are timed and the decision is taken
+    after ``WARMUP_STEPS + TIMED_STEPS`` of them. ``key`` identifies the compiled graph
+    (model config, torch version, ...) so that a warm cache is recognised.
+    """
+
+    def __init__(self, model: torch.nn.Module, settings: CompileSettings, key: dict):
+        self.model, self.settings, self.key = model, settings, key
+        self.compiled: Callable | None = None
+        self.remaining, self.device_type = 0.0, "cpu"
+        self.stamps: list[float] | None = None
+        self.broadcast: Callable[[Any], Any] | None = None
+        self.marker: Path | None = None
+
+    @property
+    def is_compiled(self) -> bool:
+        return self.compiled is not None
+
+    def start(self, remaining_steps: float, device_type: str,
+              broadcast: Callable[[Any], Any] | None = None, graph: dict | None = None) -> None:
+        """At the start of training: compile now (``true``), or begin timing (``auto``).
+        ``graph``: what else shapes the compiled graph (precision), for the cache key."""
+        self.remaining, self.device_type, self.broadcast = remaining_steps, device_type, broadcast
+        if self.settings.when == "never" or self.compiled is not None:
+            return
+        digest = hashlib.sha1(json.dumps(
+            {**self.key, **(graph or {}), "device": device_type,
+             "options": self.settings.options, "torch": torch.__version__},
+            sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.marker = cache_dir() / "nfvae-compiled" / digest
+        if self.settings.when == "always":
+            self._compile("training.compile=true")
+        else:
+            self.stamps = []
+
+    def _compile(self, why: str) -> None:
+        missing = compiler_missing(self.device_type, self.settings.options)
+        if missing:
+            log.warning("training.compile: %s; training eager", missing)
+            return
+        log.info("training.compile: compiling the training step (%s; cache %s)", why,
+                 cache_dir())
+        self.compiled = torch.compile(self.model.forward, **self.settings.options)
+
+    def _time_step(self) -> None:
+        self.stamps.append(time.perf_counter())
+        if len(self.stamps) < WARMUP_STEPS + TIMED_STEPS + 1:
+            return
+        steps = self.stamps[WARMUP_STEPS:]
+        step_s = statistics.median(b - a for a, b in zip(steps, steps[1:]))
+        self.stamps = None
+        remaining = self.remaining - WARMUP_STEPS - TIMED_STEPS
+        compile_now, why = decide(remaining, step_s, self.marker.exists())
+        if self.broadcast is not None:
+            # Every rank takes rank 0's decision (DDP): one rank compiling alone would
+            # make the others wait for it at every gradient reduction.
+            compile_now = bool(self.broadcast(compile_now))
+        if compile_now:
+            self._compile(f"training.compile=auto: {why}")
+        else:
+            log.info("training.compile=auto: training eager (%s)", why)
+
+    # -- the call
+    def __call__(self, x: torch.Tensor, num_samples: int):
+        if self.stamps is not None:
+            self._time_step()
+        if self.compiled is None:
+            return self.model(x, num_samples)
+        # One graph for every batch size: a partial last batch does not recompile.
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        try:
+            terms = self.compiled(x, num_samples)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            text = str(error).strip()
+            log.warning("training.compile: compilation failed (%s); training eager",
+                        text.splitlines()[0] if text else type(error).__name__)
+            self.compiled = None
+            return self.model(x, num_samples)
+        if self.marker is not None:  # compiled once: the cache holds this graph now
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            self.marker.touch()
+            self.marker = None
+        return terms
