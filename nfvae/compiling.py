@@ -173,9 +173,13 @@ class TrainingForward:
         return self.compiled is not None
 
     def start(self, remaining_steps: float, device_type: str,
-              broadcast: Callable[[Any], Any] | None = None, graph: dict | None = None) -> None:
+              broadcast: Callable[[Any], Any] | None = None, graph: dict | None = None,
+              resumed_compiled: bool = False) -> None:
         """At the start of training: compile now (``true``), or begin timing (``auto``).
-        ``graph``: what else shapes the compiled graph (precision), for the cache key."""
+        ``graph``: what else shapes the compiled graph (precision), for the cache key.
+        ``resumed_compiled``: the checkpoint this run resumes was training compiled;
+        ``auto`` then compiles at once, so a resumed run trains as the uninterrupted
+        one did (no eager steps after the resume where that run was compiled)."""
         self.remaining, self.device_type, self.broadcast = remaining_steps, device_type, broadcast
         if self.settings.when == "never" or self.compiled is not None:
             return
@@ -186,6 +190,8 @@ class TrainingForward:
         self.marker = cache_dir() / "nfvae-compiled" / digest
         if self.settings.when == "always":
             self._compile("training.compile=true")
+        elif resumed_compiled:
+            self._compile("training.compile=auto: the resumed run was compiled")
         else:
             self.stamps = []
 

@@ -47,6 +47,10 @@ def build_model(data_shape, model: ModelSettings, flow: dict, prior: dict | None
     )
 
 
+# Checkpoint key: was the training step compiled when the checkpoint was written?
+COMPILED_KEY = "nfvae_training_compiled"
+
+
 def _means(names) -> nn.ModuleDict:
     # float64 sums: a mean over 10^4 examples of ~1e2 nats keeps ~1e-12 relative error,
     # so the reduced DDP figure matches the single-process one to float32 rounding.
@@ -116,6 +120,7 @@ class FlowVAEModule(TrainingModule):
         self._last_parts: NegativeELBO | None = None
         # The model itself stays eager (evaluation, figures, scoring, and checkpoints
         # keep their keys); training calls it through this, compiled or not.
+        self._resumed_compiled = False
         self.training_forward = TrainingForward(
             self.model, CompileSettings.parse(compile),
             key={"data_shape": data_shape, "model": model, "flow": flow, "prior": prior})
@@ -170,7 +175,16 @@ class FlowVAEModule(TrainingModule):
             trainer.current_epoch, trainer.global_step, trainer.accumulate_grad_batches)
         self.training_forward.start(
             remaining, self.device.type, trainer.strategy.broadcast,
-            graph={"precision": str(trainer.precision)})
+            graph={"precision": str(trainer.precision)},
+            resumed_compiled=self._resumed_compiled)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[COMPILED_KEY] = self.training_forward.is_compiled
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._resumed_compiled = bool(checkpoint.get(COMPILED_KEY, False))
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0]

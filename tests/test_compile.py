@@ -261,3 +261,34 @@ def test_inductor_compiles_the_training_step_once(compose_cfg):
                                  "test.num_samples=10"]))
     assert math.isfinite(metrics["test/nll"])
     assert [(stage, size) for stage, size, _ in CountGraphs.compiles] == [("train", 64)]
+
+
+def test_a_run_resumed_from_a_compiled_checkpoint_compiles_at_once(compose_cfg, monkeypatch,
+                                                                   tmp_path):
+    """The checkpoint records that training was compiled; the resumed run compiles at its
+    first step, even where auto would now decide otherwise, so that it trains as the
+    uninterrupted run did (no eager steps after the resume)."""
+    import functools
+
+    import nfvae.compiling
+    from nfvae.module import COMPILED_KEY
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    # aot_eager needs no C++ compiler (the no-compiler test leaves torch's lookup cached)
+    monkeypatch.setattr(nfvae.compiling, "compiler_missing", lambda *args: None)
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args: (True, "forced"))
+    run = tmp_path / "run"
+    base = [*QUICK, COUNT, "test.enabled=false", "trainer.limit_train_batches=20"]
+    train(compose_cfg([*base, "trainer.max_epochs=1"], output_dir=run))
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint[COMPILED_KEY] is True
+    steps = checkpoint["global_step"]
+
+    CountGraphs.compiles.clear()
+    torch._dynamo.reset()
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args: (False, "forced eager"))
+    train(compose_cfg([*base, "trainer.max_epochs=2", "ckpt_path=last"], output_dir=run))
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 2 * steps and resumed[COMPILED_KEY] is True
+    # the first training batch after the resume compiled the graph
+    assert CountGraphs.compiles[0][0] == "train"
