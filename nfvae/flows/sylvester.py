@@ -107,7 +107,7 @@ class SylvesterFlow(ParametrizedFlow):
         # not S copies of the matrices and S matrix-vector products.
         rows, dim = b.shape[0], z.shape[-1]
         samples = z.shape[0] // rows
-        zs = z.view(samples, rows, dim).transpose(0, 1)  # (B, S, D)
+        zs = z.reshape(samples, rows, dim).transpose(0, 1)  # (B, S, D)
         qz = self.apply_qt(q, zs)
         pre = qz @ rt_upper.transpose(1, 2) + rt_diag.unsqueeze(1) * qz + b.unsqueeze(1)
         h = torch.tanh(pre)
