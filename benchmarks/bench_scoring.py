@@ -4,17 +4,20 @@ FlowVAE scores S posterior samples of B images through ``flow.forward_repeated``
 parametrized flow runs its head and constraint on the B context rows only; a Sylvester
 family also takes those B-row parameters without copying them S times (each image's
 samples go through its matrices as one GEMM); IAF and the couplings add the context's
-first-layer term once per image. Contenders, each in its own worker process, timed in
-the same interleaved rounds (the order alternating; in each round a contender scores
-``--calls`` times and the fastest counts):
+first-layer term once per image. Contenders, timed in the same interleaved rounds (the
+order alternating; in each round a contender scores ``--calls`` times, the fastest counts):
 
-* ``per sample``: the flow on the context repeated S times (heads and networks on S*B
-  rows), what a plain implementation does;
+* ``per-sample``: the flow on the context repeated S times (heads and networks on S*B
+  rows), what a plain implementation does, and for IAF and the couplings what
+  ``forward_repeated`` did before; it shares the process of ``now``, so their ratio has
+  no process-to-process bias (up to +-10% on a loaded machine: compare ``--before`` with
+  this tree's own branch);
 * ``before``: this tree's ``forward_repeated`` at git ref ``--before`` (default:
   ``main``), with that ref's nfvae, conf/ and benchmarks/ (``git archive``);
 * ``now``: this tree's ``forward_repeated``.
 
 Each is an end-to-end ``importance_log_likelihood`` (encoder, flow, decoder, chunks).
+The checkouts run in their own worker processes.
 The same seeds give every contender the same weights and the same noise; the script
 checks that their mean NLLs agree. Times are the worker thread's CPU seconds (one
 thread: on a shared machine they measure the work, not the wait for a core); the table
@@ -43,7 +46,7 @@ FLOWS = ["planar", "radial", "householder", "sylvester_orthogonal", "sylvester_h
          "sylvester_triangular", "iaf", "realnvp"]
 
 # Runs inside a checkout (sys.path[0]): its nfvae, and its benchmarks' study_model, which
-# every version of this script has. Reads flow names, answers one JSON line per call.
+# every version of this script has. Reads "flow mode" lines, answers one JSON line each.
 WORKER = r"""
 import json, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/benchmarks"]
@@ -53,19 +56,23 @@ torch.set_num_interop_threads(1)
 from bench_scoring import study_model
 from nfvae.flows import FlowSequence
 from nfvae.objectives import importance_log_likelihood
-mode, num_samples, calls = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+num_samples, calls = int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
 x = torch.bernoulli(torch.full((100, 1, 28, 28), 0.3))
 models = {}
+def per_sample(f):
+    # The context repeated S times: heads and networks on S*B rows.
+    return lambda z, c, s: FlowSequence.forward_repeated(f, z, c.repeat(s, 1), 1)
 for line in sys.stdin:
-    flow = line.strip()
+    flow, mode = line.split()
     if flow not in models:
         torch.manual_seed(0)
         models[flow] = study_model(flow)
-        if mode == "per_sample":  # the context repeated S times: all work once per sample
-            f = models[flow].flow
-            f.forward_repeated = lambda z, c, s, f=f: FlowSequence.forward_repeated(
-                f, z, c.repeat(s, 1), 1)
+    f = models[flow].flow
+    if mode == "per_sample":
+        f.forward_repeated = per_sample(f)
+    elif "forward_repeated" in vars(f):
+        del f.forward_repeated
     seconds = []
     for _ in range(calls):  # the fastest of a few: bursts of load on a shared machine
         torch.manual_seed(1)
@@ -94,17 +101,17 @@ def study_model(flow: str):
 
 
 class Worker:
-    """One contender's process: ``time(flow)`` -> (CPU seconds, mean NLL) of one scoring."""
+    """A checkout's process: ``time(flow, mode)`` -> (CPU seconds, mean NLL) of a scoring."""
 
-    def __init__(self, checkout: Path, mode: str, num_samples: int, calls: int):
+    def __init__(self, checkout: Path, num_samples: int, calls: int):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "PYTHONPATH": str(checkout)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(checkout), mode, str(num_samples), str(calls)],
+            [sys.executable, "-c", WORKER, str(checkout), str(num_samples), str(calls)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=checkout)
 
-    def time(self, flow: str) -> tuple[float, float]:
-        self.proc.stdin.write(flow + "\n")
+    def time(self, flow: str, mode: str) -> tuple[float, float]:
+        self.proc.stdin.write(f"{flow} {mode}\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
@@ -141,9 +148,9 @@ def main() -> None:
             contenders[f"before ({args.before})"] = (checkout_of(args.before, Path(tmp)),
                                                      "per_image")
         contenders["now"] = (ROOT, "per_image")
-        workers = {name: Worker(path, mode, args.num_samples, args.calls)
-                   for name, (path, mode) in contenders.items()}
-        names = list(workers)
+        workers = {path: Worker(path, args.num_samples, args.calls)
+                   for path in dict.fromkeys(path for path, _ in contenders.values())}
+        names = list(contenders)
         print(f"100 images x {args.num_samples} importance samples, one thread, "
               f"{args.rounds} interleaved rounds of {args.calls} scorings per contender; CPU "
               "seconds (the fastest of a round's, median over rounds); now's speed-up: median "
@@ -157,7 +164,8 @@ def main() -> None:
                 nlls = set()
                 for r in range(args.rounds):
                     for name in names if r % 2 == 0 else names[::-1]:
-                        seconds, nll = workers[name].time(flow)
+                        path, mode = contenders[name]
+                        seconds, nll = workers[path].time(flow, mode)
                         times[name].append(seconds)
                         nlls.add(nll)
                 cells = "".join(f"{statistics.median(times[n]):17.2f}s" for n in names)
