@@ -152,6 +152,11 @@ class ParametrizedFlow(Flow):
     valid flow; ``transform(z, **raw)`` runs both stages.
     """
 
+    #: Whether ``bijection`` takes parameters of B rows for z of S*B rows (row s*B + b
+    #: uses parameter row b), so that ``forward_repeated`` hands them over unrepeated
+    #: instead of copying them S times.
+    samples_broadcast: bool = False
+
     def __init__(
         self,
         dim: int,
@@ -201,6 +206,8 @@ class ParametrizedFlow(Flow):
             return self(z, context)
         self.check_z(z)
         params = self.constrained_parameters(context, rows_per_sample(z, context, repeats))
+        if self.samples_broadcast:
+            return self.bijection(z, **params)
         return self.bijection(z, **{k: repeat_rows(v, repeats) for k, v in params.items()})
 
 
@@ -224,18 +231,21 @@ class NetworkFlow(Flow):
         self.amortized = amortized
         self.context_dim = context_dim if amortized else None
 
-    def conditioner_context(self, z: Tensor, context: Tensor | None) -> Tensor | None:
-        """Check z and context; the context the conditioner sees (None when global)."""
+    def conditioner_context(self, z: Tensor, context: Tensor | None,
+                            repeats: int = 1) -> Tensor | None:
+        """Check z (S*B, D), S = ``repeats``, and context (B, H); the context the
+        conditioner sees (None when global)."""
         self.check_z(z)
         if not self.amortized:
             return None
         if context is None:
             raise ValueError(f"{type(self).__name__}: an amortized flow needs the encoder's "
                              "context, got None")
-        if context.dim() != 2 or context.shape != (z.shape[0], self.context_dim):
+        rows = rows_per_sample(z, context if context.dim() == 2 else None, repeats)
+        if context.dim() != 2 or context.shape != (rows, self.context_dim):
             raise ValueError(
                 f"{type(self).__name__}: context must have shape (B, {self.context_dim}) = "
-                f"({z.shape[0]}, {self.context_dim}), got {tuple(context.shape)}"
+                f"({rows}, {self.context_dim}), got {tuple(context.shape)}"
             )
         return context
 
@@ -314,7 +324,8 @@ class FlowSequence(Flow):
             params = [layer.constrain(**layer.params.unpack(chunk.expand(
                           rows if flat.shape[0] == 1 else flat.shape[0], -1)))
                       for layer, chunk in zip(self.layers, chunks, strict=True)]
-        return [{k: repeat_rows(v, repeats) for k, v in p.items()} for p in params]
+        return [p if layer.samples_broadcast else {k: repeat_rows(v, repeats) for k, v in p.items()}
+                for layer, p in zip(self.layers, params, strict=True)]
 
     def _cascade(self, z: Tensor, context: Tensor | None, repeats: int = 1,
                  inverse: bool = False, keep_trajectory: bool = False

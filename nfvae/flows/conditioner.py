@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -36,6 +37,16 @@ class ConditionerMLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
-        inputs = x if context is None else torch.cat([x, context], dim=-1)
-        return self.out(self.hidden(inputs))
+    def forward(self, x: Tensor, context: Tensor | None, repeats: int = 1) -> Tensor:
+        """x (S*B, n_in) with row s*B + b belonging to context row b (B, H); S = ``repeats``."""
+        if context is None or repeats == 1:
+            inputs = x if context is None else torch.cat([x, context], dim=-1)
+            return self.out(self.hidden(inputs))
+        # The first layer's context term and bias once per data point, broadcast over
+        # its S samples: importance sampling would otherwise copy the context S times
+        # and multiply every copy.
+        first = self.hidden[0]
+        n_in = x.shape[-1]
+        shared = F.linear(context, first.weight[:, n_in:], first.bias)
+        h = F.linear(x, first.weight[:, :n_in]).view(repeats, *shared.shape) + shared
+        return self.out(self.hidden[1:](h.view(x.shape[0], -1)))

@@ -39,10 +39,15 @@ class GlowStep(NetworkFlow):
                                            max_log_scale=max_log_scale)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        context = self.conditioner_context(z, context)  # checks before ActNorm initialises
+        return self.forward_repeated(z, context, 1)
+
+    def forward_repeated(self, z: Tensor, context: Tensor | None,
+                         repeats: int) -> tuple[Tensor, Tensor]:
+        # checks before ActNorm initialises
+        context = self.conditioner_context(z, context, repeats)
         z, log_det = self.actnorm(z)
         z, ld_linear = self.linear(z)
-        z, ld_coupling = self.coupling(z, context)
+        z, ld_coupling = self.coupling.forward_repeated(z, context, repeats)
         return z, log_det + ld_linear + ld_coupling
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

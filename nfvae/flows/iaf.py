@@ -47,12 +47,18 @@ class IAFFlow(NetworkFlow):
                          order=order, output_bias=(0.0, forget_bias))
         self.register_buffer("order", order, persistent=False)
 
-    def _gate(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        return self.made(z, context).unbind(1)
+    def _gate(self, z: Tensor, context: Tensor | None, repeats: int = 1
+              ) -> tuple[Tensor, Tensor]:
+        return self.made(z, context, repeats).unbind(1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        context = self.conditioner_context(z, context)
-        m, s = self._gate(z, context)
+        return self.forward_repeated(z, context, 1)
+
+    def forward_repeated(self, z: Tensor, context: Tensor | None,
+                         repeats: int) -> tuple[Tensor, Tensor]:
+        # MADE adds the context's first-layer term once per data point, not per sample.
+        context = self.conditioner_context(z, context, repeats)
+        m, s = self._gate(z, context, repeats)
         z_new = torch.sigmoid(s) * z + torch.sigmoid(-s) * m
         return z_new, -F.softplus(-s).sum(-1)
 

@@ -69,10 +69,13 @@ class MADE(nn.Module):
                 torch.as_tensor(output_bias, dtype=torch.float32).view(num_outputs, 1))
             self.out.bias.copy_(bias.expand(num_outputs, dim).reshape(-1))
 
-    def forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, context: Tensor | None = None, repeats: int = 1) -> Tensor:
+        """z (S*B, D) with row s*B + b belonging to context row b (B, H); S = ``repeats``."""
         h = self.layers[0](z)
         if self.context_layer is not None:
-            h = h + self.context_layer(context)
+            # The context term once per data point, broadcast over its S samples.
+            shared = self.context_layer(context)
+            h = (h.view(repeats, *shared.shape) + shared).view(h.shape)
         h = F.elu(h)
         for layer in self.layers[1:]:
             h = F.elu(layer(h))

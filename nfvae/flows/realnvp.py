@@ -44,15 +44,21 @@ class AffineCouplingFlow(NetworkFlow):
         self.net = ConditionerMLP(self.split.num_kept, self.context_dim, hidden_dims,
                                   2 * self.split.num_changed, owner="realnvp")
 
-    def _scale_shift(self, z_a: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        s_raw, t = self.net(z_a, context).chunk(2, dim=-1)
+    def _scale_shift(self, z_a: Tensor, context: Tensor | None,
+                     repeats: int = 1) -> tuple[Tensor, Tensor]:
+        s_raw, t = self.net(z_a, context, repeats).chunk(2, dim=-1)
         c = self.max_log_scale
         return c * torch.tanh(s_raw / c), t
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        context = self.conditioner_context(z, context)
+        return self.forward_repeated(z, context, 1)
+
+    def forward_repeated(self, z: Tensor, context: Tensor | None,
+                         repeats: int) -> tuple[Tensor, Tensor]:
+        # The network takes the context's first-layer term once per data point.
+        context = self.conditioner_context(z, context, repeats)
         z_a, z_b = self.split.split(z)
-        s, t = self._scale_shift(z_a, context)
+        s, t = self._scale_shift(z_a, context, repeats)
         return self.split.join(z_a, z_b * torch.exp(s) + t), s.sum(-1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -49,10 +49,11 @@ class SplineCouplingFlow(NetworkFlow):
         self.net = ConditionerMLP(self.split.num_kept, self.context_dim, hidden_dims,
                                   self.split.num_changed * (3 * num_bins - 1), owner="spline")
 
-    def _spline(self, z: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        context = self.conditioner_context(z, context)
+    def _spline(self, z: Tensor, context: Tensor | None, inverse: bool,
+                repeats: int = 1) -> tuple[Tensor, Tensor]:
+        context = self.conditioner_context(z, context, repeats)
         z_a, z_b = self.split.split(z)
-        theta = self.net(z_a, context).view(z.shape[0], self.split.num_changed,
+        theta = self.net(z_a, context, repeats).view(z.shape[0], self.split.num_changed,
                                             3 * self.num_bins - 1)
         k = self.num_bins
         z_b, log_slope = rational_quadratic_spline(
@@ -62,6 +63,11 @@ class SplineCouplingFlow(NetworkFlow):
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._spline(z, context, inverse=False)
+
+    def forward_repeated(self, z: Tensor, context: Tensor | None,
+                         repeats: int) -> tuple[Tensor, Tensor]:
+        # The network takes the context's first-layer term once per data point.
+        return self._spline(z, context, inverse=False, repeats=repeats)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._spline(z, context, inverse=True)

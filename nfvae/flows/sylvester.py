@@ -54,6 +54,8 @@ def log_det_factors(pre: Tensor, one_plus_prod: Tensor) -> Tensor:
 class SylvesterFlow(ParametrizedFlow):
     """z + Q R tanh(R~ Q^T z + b); subclasses choose how Q is built."""
 
+    samples_broadcast = True
+
     def __init__(self, dim: int, context_dim: int | None, amortized: bool, num_vecs: int,
                  q_shapes: dict[str, tuple[int, ...]], shared_triangles: bool = True):
         if not 1 <= num_vecs <= dim:
@@ -76,11 +78,11 @@ class SylvesterFlow(ParametrizedFlow):
         raise NotImplementedError
 
     def apply_qt(self, q, z: Tensor) -> Tensor:
-        """Q^T z: (B, D) -> (B, M)."""
+        """Q^T z for S samples of each of B data points: (B, S, D) -> (B, S, M)."""
         raise NotImplementedError
 
     def apply_q(self, q, y: Tensor) -> Tensor:
-        """Q y: (B, M) -> (B, D)."""
+        """Q y: (B, S, M) -> (B, S, D)."""
         raise NotImplementedError
 
     def constrain(self, r: Tensor, r_diag: Tensor, b: Tensor, r_tilde: Tensor | None = None,
@@ -100,9 +102,16 @@ class SylvesterFlow(ParametrizedFlow):
 
     def bijection(self, z: Tensor, q, r_upper: Tensor, rt_upper: Tensor, r_diag: Tensor,
                   rt_diag: Tensor, b: Tensor, one_plus_prod: Tensor) -> tuple[Tensor, Tensor]:
-        qz = self.apply_qt(q, z)
-        pre = torch.matmul(rt_upper, qz.unsqueeze(-1)).squeeze(-1) + rt_diag * qz + b
+        # Parameters of B rows serve z of S*B rows (row s*B + b uses row b): each data
+        # point's S samples go through its matrices as one (S, M) x (M, M) product,
+        # not S copies of the matrices and S matrix-vector products.
+        rows, dim = b.shape[0], z.shape[-1]
+        samples = z.shape[0] // rows
+        zs = z.reshape(samples, rows, dim).transpose(0, 1)  # (B, S, D)
+        qz = self.apply_qt(q, zs)
+        pre = qz @ rt_upper.transpose(1, 2) + rt_diag.unsqueeze(1) * qz + b.unsqueeze(1)
         h = torch.tanh(pre)
-        rh = torch.matmul(r_upper, h.unsqueeze(-1)).squeeze(-1) + r_diag * h
-        z_new = z + self.apply_q(q, rh)
-        return z_new, log_det_factors(pre, one_plus_prod).sum(-1)
+        rh = h @ r_upper.transpose(1, 2) + r_diag.unsqueeze(1) * h
+        z_new = zs + self.apply_q(q, rh)
+        log_det = log_det_factors(pre, one_plus_prod.unsqueeze(1)).sum(-1)
+        return z_new.transpose(0, 1).reshape(z.shape), log_det.t().reshape(-1)

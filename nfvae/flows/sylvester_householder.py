@@ -36,8 +36,9 @@ class HouseholderSylvesterFlow(SylvesterFlow):
         return unit_vectors(v)
 
     def apply_qt(self, q: Tensor, z: Tensor) -> Tensor:
-        # Q^T = H(v_H) ... H(v_1): H(v_1) acts first.
-        return reflect_all(z, q)
+        # Q^T = H(v_H) ... H(v_1): H(v_1) acts first. q (B, H, D) -> (B, H, 1, D):
+        # each data point's vectors broadcast over its S samples.
+        return reflect_all(z, q.unsqueeze(2))
 
     def apply_q(self, q: Tensor, y: Tensor) -> Tensor:
-        return reflect_all(y, q, reverse=True)
+        return reflect_all(y, q.unsqueeze(2), reverse=True)

@@ -95,7 +95,7 @@ class OrthogonalSylvesterFlow(SylvesterFlow):
         return orthogonalize(q)
 
     def apply_qt(self, q: Tensor, z: Tensor) -> Tensor:
-        return torch.matmul(z.unsqueeze(1), q).squeeze(1)
+        return torch.bmm(z, q)
 
     def apply_q(self, q: Tensor, y: Tensor) -> Tensor:
-        return torch.matmul(q, y.unsqueeze(-1)).squeeze(-1)
+        return torch.bmm(y, q.transpose(1, 2))
