@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from nfvae.cache import default_cache_dir
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -128,8 +130,6 @@ def cache_dir() -> Path:
 
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if not chosen or os.path.abspath(chosen) == os.path.abspath(torch_default()):
-        from nfvae.diagnose.classes import default_cache_dir
-
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(default_cache_dir() / "torchinductor")
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 

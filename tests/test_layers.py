@@ -28,6 +28,7 @@ PLACES = (
     # base: no knowledge of models; errors, config plumbing, process facts, logging details
     ("nfvae", "base"),
     ("nfvae.errors", "base"),
+    ("nfvae.cache", "base"),
     ("nfvae.config", "base"),
     ("nfvae.distributed", "base"),
     ("nfvae.validation", "base"),
@@ -59,6 +60,7 @@ PLACES = (
     ("nfvae.objectives", "model"),
     ("nfvae.evaluation", "model"),
     ("nfvae.settings", "model"),
+    ("nfvae.compiling", "model"),  # the training step compiled or eager, for every module
     ("nfvae.checkpoints", "model"),
     ("nfvae.loading", "model"),
     ("nfvae.callbacks", "model"),

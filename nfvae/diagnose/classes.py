@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from nfvae.cache import default_cache_dir
 from nfvae.diagnose.findings import Finding
 from nfvae.diagnose.thresholds import Thresholds
 
@@ -49,13 +49,6 @@ class ClassifierSettings:
     lr: float = 1e-3
     seed: int = 0
     holdout: float = 0.2  # the fraction of the training split kept out as the reference
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get("NFVAE_CACHE_DIR"):
-        return Path(os.environ["NFVAE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "nfvae"
 
 
 def _build(num_inputs: int, num_classes: int, settings: ClassifierSettings) -> nn.Module:
