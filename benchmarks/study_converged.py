@@ -58,6 +58,7 @@ from study_support import (  # noqa: E402
     background,
     has_checkpoints,
     hold_lock,
+    last_checkpoint,
     mean_std,
     plot_over_seeds,
     read_curve,
@@ -104,8 +105,8 @@ def active_units(run_dir: Path, data_dir: Path, threshold: float = 0.01) -> int 
     from nfvae.loading import load_module
     from nfvae.tasks.common import build_datamodule
 
-    path = run_dir / "checkpoints" / "last.ckpt"
-    if not path.is_file():
+    path = last_checkpoint(run_dir)
+    if path is None:
         return None
     module = load_module(path)
     data_cfg = dict(module.hparams.data)

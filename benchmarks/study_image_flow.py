@@ -45,6 +45,7 @@ from study_support import (  # noqa: E402
     background,
     has_checkpoints,
     hold_lock,
+    last_checkpoint,
     mean_std,
     plot_over_seeds,
     read_curve,
@@ -140,8 +141,7 @@ def train_one(kind: str, seed: int, run_dir: Path, data_dir: Path, minutes: floa
 
 # -- after training ----------------------------------------------------------------------
 def checkpoint(run_dir: Path) -> Path | None:
-    path = run_dir / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None
+    return last_checkpoint(run_dir)
 
 
 def draw_samples(run_dir: Path, path: Path, temperature: float = 0.7, seed: int = 0) -> bool:

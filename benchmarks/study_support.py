@@ -25,6 +25,13 @@ def has_checkpoints(run_dir: Path) -> bool:
     return any((run_dir / "checkpoints").glob("*.ckpt"))
 
 
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``last*.ckpt`` of the run: Lightning writes ``last-v1.ckpt`` when a
+    ``last.ckpt`` it does not track is in the way (a folder edited by hand)."""
+    found = list((run_dir / "checkpoints").glob("last*.ckpt"))
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def read_result(run_dir: Path) -> dict | None:
     """The run's ``result.json`` (written when its training and test ended), or None."""
     path = run_dir / RESULT_FILE
