@@ -51,15 +51,6 @@ def module_class_path(checkpoint: dict[str, Any], path: str | os.PathLike = "") 
         "'nfvae.toy.module.ReverseKLModule'; torch.save(c, p)\" (with the right class)")
 
 
-def _drop_compile(module: pl.LightningModule) -> None:
-    # A run trained with torch.compile records it in its hyper-parameters; scoring and
-    # drawing a loaded model need no compilation (nn.Module.compile only sets this
-    # wrapper; clearing it restores the eager forward, the weights are the same).
-    for submodule in module.modules():
-        if getattr(submodule, "_compiled_call_impl", None) is not None:
-            submodule._compiled_call_impl = None
-
-
 def load_module(path: str | os.PathLike, map_location: str = "cpu") -> pl.LightningModule:
     """The module saved in checkpoint ``path``, weights-only, in eval mode.
 
@@ -88,5 +79,4 @@ def load_module(path: str | os.PathLike, map_location: str = "cpu") -> pl.Lightn
     check_compatible(checkpoint, module, path)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
-    _drop_compile(module)
     return module.to(map_location).eval()
