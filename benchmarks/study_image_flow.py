@@ -82,7 +82,10 @@ OOD_OTHERS = ["omniglot", "mnist:hflip", "mnist:vflip", "mnist:invert", "uniform
 
 def study_overrides(kind: str, minutes: float, steps_per_point: int | None = None
                     ) -> list[str]:
-    experiment = FLOW_VAE if kind == "flowvae" else [f"experiment={kind}/mnist"]
+    # Glow's unbounded priors, as seed 1 trained them before module.prior_max_log_scale
+    # existed, so that every seed (and any resume of one) trains the same model.
+    experiment = FLOW_VAE if kind == "flowvae" else [f"experiment={kind}/mnist",
+                                                     "module.prior_max_log_scale=null"]
     curve_samples = 100 if kind == "flowvae" else 1
     return [
         *experiment,

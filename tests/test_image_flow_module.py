@@ -17,7 +17,7 @@ from nfvae.image_flow.data import example_uniform
 from nfvae.image_flow.figures import image_flow_figures
 from nfvae.image_flow.module import FlowDensityModule
 from nfvae.loading import MODULE_KEY as CLASS_KEY
-from nfvae.training import build_datamodule, train
+from nfvae.training import build_datamodule, build_module, train
 from test_resume import finish, launch, pause_in, scalars, shown_steps, wait_for
 from tests_support import read_events
 
@@ -277,3 +277,27 @@ def test_kill_during_validation_then_resume_shows_every_figure(tmp_path):
     assert shown_steps(run) == expected
     for tag in ("train/loss", "val/bpd", "zz_test/bpd", "val/flow/round_trip_error"):
         assert scalars(run, tag) == scalars(tmp_path / "straight", tag), tag
+
+
+def test_checkpoints_from_before_the_prior_bound_keep_the_unbounded_prior(compose_cfg):
+    """The shipped config bounds the priors' log-scales; a checkpoint without the setting
+    holds Glow's unbounded prior: it resumes under prior_max_log_scale=null, and the
+    shipped bound is named as the difference instead of silently changing its density."""
+    from nfvae.checkpoints import CheckpointError, check_compatible
+
+    shipped = compose_cfg(["experiment=glow/digits"])
+    assert shipped.module.prior_max_log_scale == 10.0
+    bounded = build_module(shipped, [1, 8, 8])
+    assert bounded.flow.top.max_log_scale == 10.0
+    assert all(level.split is None or level.split.max_log_scale == 10.0
+               for level in bounded.flow.levels)
+    unbounded = build_module(compose_cfg(["experiment=glow/digits",
+                                          "module.prior_max_log_scale=null"]), [1, 8, 8])
+    assert unbounded.flow.top.max_log_scale is None
+    old = {"hyper_parameters": {k: v for k, v in unbounded.hparams.items()
+                                if k != "prior_max_log_scale"},
+           "state_dict": unbounded.state_dict()}
+    check_compatible(old, unbounded, "old.ckpt")
+    with pytest.raises(CheckpointError, match="prior_max_log_scale is None in the checkpoint "
+                                              "but 10.0 in the config"):
+        check_compatible(old, bounded, "old.ckpt")

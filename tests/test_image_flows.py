@@ -12,6 +12,8 @@ from nfvae.flows import uninitialized_actnorms
 from nfvae.flows.image import (
     ActNorm2d,
     MultiscaleFlow,
+    SplitPrior,
+    TopPrior,
     bits_per_dim,
     dequantize,
     squeeze,
@@ -28,6 +30,9 @@ CONFIGS = [
     dict(kind="glow", coupling="additive", permutation="shuffle", logit_alpha=1e-6),
     dict(kind="realnvp", coupling="affine", logit_alpha=0.05),
     dict(kind="realnvp", coupling="additive"),
+    # The priors' soft clamp (tight enough that the drawn N(0, 0.3^2) weights reach it).
+    dict(kind="glow", coupling="affine", permutation="invconv", prior_max_log_scale=1.0),
+    dict(kind="realnvp", coupling="affine", prior_max_log_scale=1.0),
 ]
 
 
@@ -243,6 +248,7 @@ def test_sample_and_log_prob_shapes_and_temperature():
     (dict(image_shape=(1, 8, 8), coupling="spline"), "coupling must be one of"),
     (dict(image_shape=(1, 8, 8), kind="nice"), "kind must be one of"),
     (dict(image_shape=(1, 8, 8), logit_alpha=0.5), "alpha must be in"),
+    (dict(image_shape=(1, 8, 8), prior_max_log_scale=0.0), "prior_max_log_scale must be > 0"),
 ])
 def test_bad_options_fail_early_naming_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -263,3 +269,45 @@ def test_per_level_log_dets_sum_to_the_total():
     _, total = model.encode_with_log_det(x)
     torch.testing.assert_close(torch.stack(parts).sum(0), total)
     assert all(p.shape == (3,) for p in parts)
+
+
+def test_bounded_priors_are_the_gaussians_of_the_clamped_scale():
+    """Against torch.distributions: the split prior's log p(z | h) is N(mu(h),
+    exp(c tanh(raw / c))) and the top prior's N(mu, exp(c tanh(log_sigma / c)))."""
+    torch.manual_seed(0)
+    c = 1.5
+    split = SplitPrior(4, max_log_scale=c).double()
+    top = TopPrior((2, 3, 3), max_log_scale=c).double()
+    with torch.no_grad():
+        for p in [*split.parameters(), *top.parameters()]:
+            p.normal_(0.0, 2.0)  # raw log-scales well past c
+    x, z = torch.randn(5, 4, 3, 3, dtype=torch.float64), torch.randn(5, 2, 3, 3, dtype=torch.float64)
+    normal = torch.distributions.Normal(0.0, 1.0)
+
+    h, eps, log_det = split.split(x)
+    mean, raw = split.conv(h).chunk(2, dim=1)
+    assert raw.abs().max() > 2 * c
+    expected = torch.distributions.Normal(mean, torch.exp(c * torch.tanh(raw / c))).log_prob(
+        x[:, 2:]).flatten(1).sum(1)
+    torch.testing.assert_close(normal.log_prob(eps).flatten(1).sum(1) + log_det, expected)
+
+    eps, log_det = top.standardize(z)
+    expected = torch.distributions.Normal(
+        top.mean, torch.exp(c * torch.tanh(top.log_scale / c))).log_prob(z).flatten(1).sum(1)
+    torch.testing.assert_close(normal.log_prob(eps).flatten(1).sum(1) + log_det, expected)
+
+
+def test_the_prior_bound_keeps_an_outlier_latent_finite():
+    """What a Glow trained on MNIST did to inverted digits and noise: the split prior's
+    raw log-scale reached -8e6, eps = (z - mu) exp(-log_sigma) overflowed float32 and
+    log p was -inf (a NaN loss when a training image did it). Bounded, it is finite."""
+    outlier = torch.full((2, 4, 2, 2), 3.0)
+    logs = {}
+    for bound in (None, 10.0):
+        prior = SplitPrior(4, max_log_scale=bound)
+        with torch.no_grad():
+            prior.conv.bias[2:] = -8e6  # the log-scale half of the output
+        _, eps, log_det = prior.split(outlier)
+        logs[bound] = (-0.5 * eps.pow(2)).flatten(1).sum(1) + log_det
+    assert not torch.isfinite(logs[None]).any()
+    assert torch.isfinite(logs[10.0]).all()

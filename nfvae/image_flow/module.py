@@ -56,6 +56,9 @@ class FlowDensityModule(TrainingModule):
     """
 
     RESUME_SETTINGS = (*TrainingModule.RESUME_SETTINGS, "test_num_samples", "eval_noise_seed")
+    #: Checkpoints from before the prior's bound existed hold Glow's unbounded prior;
+    #: they load and resume as that (a config that bounds it is told it does not fit).
+    IMPLIED_HPARAMS = {"prior_max_log_scale": None}
     # eval.py's default (eval.num_samples=null): one dequantization draw, the exact
     # density's bound that the run's test/bpd reports.
     EVAL_NUM_SAMPLES = 1
@@ -64,7 +67,7 @@ class FlowDensityModule(TrainingModule):
                  steps_per_level: int = 8, hidden_channels: int = 128, kind: str = "glow",
                  coupling: str = "affine", permutation: str | None = None,
                  logit_alpha: float | None = None, max_log_scale: float = 3.0,
-                 pad_to: list[int] | None = None, num_levels: int = 256,
+                 prior_max_log_scale: float | None = None, pad_to: list[int] | None = None, num_levels: int = 256,
                  test_num_samples: int = 1, eval_noise_seed: int = 0,
                  data: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
                  skip_nonfinite: bool = False):
@@ -78,7 +81,8 @@ class FlowDensityModule(TrainingModule):
         model_shape = self.data_shape if self.pad_to is None else (self.data_shape[0],
                                                                    *self.pad_to)
         self.flow = MultiscaleFlow(model_shape, levels, steps_per_level, hidden_channels, kind,
-                                   coupling, permutation, logit_alpha, max_log_scale)
+                                   coupling, permutation, logit_alpha, max_log_scale,
+                                   prior_max_log_scale)
         self.num_levels = int(num_levels)
         self.model_dims = math.prod(model_shape)
         self.data_dims = math.prod(self.data_shape)
@@ -194,7 +198,8 @@ class FlowDensityModule(TrainingModule):
         self._evaluate(batch, self.test_means, "test", self.test_num_samples)
 
     def describe_nonfinite_loss(self) -> str:
-        return ("the batch's bits/dim (module.max_log_scale bounds the coupling scales; "
+        return ("the batch's bits/dim (module.max_log_scale bounds the coupling scales, "
+                "module.prior_max_log_scale the split and top priors' scales; "
                 "trainer.gradient_clip_val bounds the steps)")
 
 

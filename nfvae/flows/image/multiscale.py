@@ -73,7 +73,8 @@ class MultiscaleFlow(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], levels: int = 3,
                  steps_per_level: int = 8, hidden_channels: int = 128, kind: str = "glow",
                  coupling: str = "affine", permutation: str | None = None,
-                 logit_alpha: float | None = None, max_log_scale: float = 3.0):
+                 logit_alpha: float | None = None, max_log_scale: float = 3.0,
+                 prior_max_log_scale: float | None = None):
         super().__init__()
         c, h, w = self.image_shape = tuple(int(s) for s in image_shape)
         _check_options(self.image_shape, levels, steps_per_level, kind, coupling, permutation)
@@ -92,13 +93,13 @@ class MultiscaleFlow(nn.Module):
                 after = realnvp_steps(4 * c, steps_per_level, hidden_channels, coupling,
                                       max_log_scale, "channel")
             c, h, w = 4 * c, h // 2, w // 2
-            split = None if last else SplitPrior(c)
+            split = None if last else SplitPrior(c, prior_max_log_scale)
             self.levels.append(Level(before, after, split))
             if not last:
                 shapes.append((c // 2, h, w))
                 c = c - c // 2
         shapes.append((c, h, w))
-        self.top = TopPrior((c, h, w))
+        self.top = TopPrior((c, h, w), prior_max_log_scale)
         self.latent_shapes: list[tuple[int, int, int]] = shapes
 
     @property

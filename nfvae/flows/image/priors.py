@@ -9,6 +9,13 @@ et al. 2017, "Real NVP", Sec. 3.6), written as standardisations:
 so log p(z | h) = log N(eps; 0, I) - sum log_sigma, and the whole image model is one
 bijection x -> (eps_1, ..., eps_L) onto standard normal noise. Sampling at temperature
 T draws eps ~ N(0, T^2 I), i.e. z ~ N(mu, T^2 sigma^2) as in Glow.
+
+Glow leaves log_sigma unbounded. ``max_log_scale`` = c soft-clamps it as the affine
+couplings clamp theirs, log_sigma = c tanh(raw / c): a prior that has collapsed onto a
+near-constant latent (MNIST's zero border) can otherwise reach log_sigma ~ -70, and then
+one unusual image's eps = (z - mu) exp(-log_sigma) passes 1e19, eps^2 overflows float32
+and the loss is NaN (seen in a Glow run on MNIST at step 2044). None keeps Glow's prior,
+and with it every checkpoint trained before the option existed.
 """
 
 from __future__ import annotations
@@ -29,11 +36,23 @@ def unstandardize(eps: Tensor, mean: Tensor, log_scale: Tensor) -> tuple[Tensor,
     return mean + torch.exp(log_scale) * eps, per_image(log_scale.expand_as(eps), eps)
 
 
+def soft_clamp(x: Tensor, bound: float | None) -> Tensor:
+    """bound * tanh(x / bound): |result| < bound, ~x where |x| << bound; None: x."""
+    return x if bound is None else bound * torch.tanh(x / bound)
+
+
+def _check_bound(max_log_scale: float | None) -> float | None:
+    if max_log_scale is not None and not max_log_scale > 0:
+        raise ValueError(f"prior_max_log_scale must be > 0 or null, got {max_log_scale}")
+    return None if max_log_scale is None else float(max_log_scale)
+
+
 class SplitPrior(nn.Module):
     """Half the channels leave with a Gaussian prior conditioned on the kept half."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, max_log_scale: float | None = None):
         super().__init__()
+        self.max_log_scale = _check_bound(max_log_scale)
         if channels < 2:
             raise ValueError(f"a split needs >= 2 channels, got {channels}")
         self.channels = channels
@@ -44,7 +63,7 @@ class SplitPrior(nn.Module):
 
     def _prior(self, h: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_scale = self.conv(h).chunk(2, dim=1)
-        return mean, log_scale
+        return mean, soft_clamp(log_scale, self.max_log_scale)
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, C, H, W) -> (h (B, C - C//2, H, W), eps (B, C//2, H, W), log_det (B,))."""
@@ -63,13 +82,17 @@ class SplitPrior(nn.Module):
 class TopPrior(nn.Module):
     """The learned Gaussian of the top level's latent (C, H, W)."""
 
-    def __init__(self, shape: tuple[int, int, int]):
+    def __init__(self, shape: tuple[int, int, int], max_log_scale: float | None = None):
         super().__init__()
+        self.max_log_scale = _check_bound(max_log_scale)
         self.mean = nn.Parameter(torch.zeros(shape))
         self.log_scale = nn.Parameter(torch.zeros(shape))
 
+    def _log_scale(self) -> Tensor:
+        return soft_clamp(self.log_scale, self.max_log_scale)
+
     def standardize(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return standardize(z, self.mean, self.log_scale)
+        return standardize(z, self.mean, self._log_scale())
 
     def unstandardize(self, eps: Tensor) -> tuple[Tensor, Tensor]:
-        return unstandardize(eps, self.mean, self.log_scale)
+        return unstandardize(eps, self.mean, self._log_scale())
