@@ -51,3 +51,24 @@ class StagedLR(LambdaLR):
     @property
     def total_epochs(self) -> int:
         return self.lr_lambdas[0].bounds[-1]
+
+
+class _WarmupFactor:
+    """step -> min(1, (step + 1) / steps); an object so that it travels in checkpoints."""
+
+    def __init__(self, steps: int):
+        self.steps = int(steps)
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, (step + 1) / self.steps)
+
+
+class LinearWarmup(LambdaLR):
+    """The learning rate rises linearly from lr / ``steps`` to lr over the first
+    ``steps`` optimizer steps, then stays (Glow's warm-up, Kingma & Dhariwal 2018, whose
+    code ramps over its first epochs). Step it every batch (``interval: step``)."""
+
+    def __init__(self, optimizer: Optimizer, steps: int, last_epoch: int = -1):
+        if int(steps) < 1:
+            raise ValueError(f"scheduler.steps must be >= 1, got {steps}")
+        super().__init__(optimizer, _WarmupFactor(steps), last_epoch=last_epoch)
