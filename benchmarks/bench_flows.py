@@ -9,8 +9,13 @@ rounds is reported, with the ratio to the plain VAE (flow=none) of the same
 round, which is what to compare on a shared machine. The Sylvester families also
 run with ``shared_triangles=false`` (R~ from its own head matrix instead of the
 transposed lower part of R's, as the paper's code does) to measure that sharing.
+With ``--compile`` every configuration also runs with its model under
+``torch.compile`` (the compilation happens in the untimed warm-up steps, and its
+seconds are printed), interleaved with its eager self, and the table gains the
+ratio of the two: what compiling buys each family.
 
     NFVAE_DATA_DIR=../shared/data python benchmarks/bench_flows.py
+    NFVAE_DATA_DIR=../shared/data python benchmarks/bench_flows.py --compile --layers 4
     python benchmarks/bench_flows.py --data-dir ../shared/data --steps 50 --rounds 3
 """
 
@@ -63,13 +68,16 @@ def build(name: str, num_layers: int, options: dict, seed: int = 0
     return model, torch.optim.Adam(model.parameters(), lr=LR)
 
 
-def run_steps(model, optimizer, images: torch.Tensor, steps: int, generator) -> float:
-    """Seconds for ``steps`` training steps on random batches (binarised per batch)."""
+def run_steps(model, optimizer, images: torch.Tensor, steps: int, generator,
+              forward=None) -> float:
+    """Seconds for ``steps`` training steps on random batches (binarised per batch);
+    ``forward``: what computes the model's output (the compiled model), else the model."""
+    forward = model if forward is None else forward
     start = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(len(images), (BATCH,), generator=generator)
         x = torch.bernoulli(images[idx], generator=generator)
-        loss = negative_elbo(model(x), 1.0).loss
+        loss = negative_elbo(forward(x), 1.0).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -97,6 +105,8 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
     parser.add_argument("--no-unshared", action="store_true",
                         help="skip the shared_triangles=false Sylvester rows")
+    parser.add_argument("--compile", action="store_true",
+                        help="also run each configuration under torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -113,28 +123,50 @@ def main() -> None:
                 configs.append((f"{f}, shared_triangles=false", f, k,
                                 {"shared_triangles": False}))
     built = {c[0:3]: build(*c[1:]) for c in configs}
+    options = {c[0:3]: c[3] for c in configs}
     configs = [c[0:3] for c in configs]
-    for model, optimizer in built.values():
-        run_steps(model, optimizer, images, args.warmup, generator)
-
-    seconds: dict[tuple, list[float]] = {c: [] for c in configs}
-    for r in range(args.rounds):
+    # (config, compiled) -> what runs the forward; a compiled copy shares nothing with
+    # its eager self (its own model and optimizer, same seed), so they train alike.
+    runs = {(c, False): (*built[c], None) for c in configs}
+    compile_seconds: dict[tuple, float] = {}
+    if args.compile:
         for c in configs:
-            model, optimizer = built[c]
-            seconds[c].append(run_steps(model, optimizer, images, args.steps, generator))
+            model, optimizer = build(c[1], c[2], options[c])
+            runs[(c, True)] = (model, optimizer, torch.compile(model, dynamic=False))
+    for key, (model, optimizer, forward) in runs.items():
+        started = time.perf_counter()
+        run_steps(model, optimizer, images, args.warmup, generator, forward)
+        if key[1]:
+            compile_seconds[key[0]] = time.perf_counter() - started
+
+    seconds: dict[tuple, list[float]] = {key: [] for key in runs}
+    for r in range(args.rounds):
+        for key, (model, optimizer, forward) in runs.items():
+            seconds[key].append(run_steps(model, optimizer, images, args.steps, generator,
+                                          forward))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
-    base = seconds[("none", "none", 0)]
+    base = seconds[(("none", "none", 0), False)]
     print(f"\nMNIST, MLP 784-{HIDDEN[0]}-{HIDDEN[1]}, latent {LATENT}, batch {BATCH}, Adam {LR}, "
           f"1 thread, amortized; {args.steps} steps x {args.rounds} rounds (median)\n")
-    print("| family | K | samples/s | time vs none | flow params | head outputs/layer |")
-    print("|---|---:|---:|---:|---:|---:|")
+    compiled_columns = (" compiled samples/s | compiled vs eager | compile + warm-up, s |"
+                        if args.compile else "")
+    print(f"| family | K | samples/s | time vs none | flow params | head outputs/layer |"
+          f"{compiled_columns}")
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.compile else ""))
     for c in configs:
-        rate = BATCH * args.steps / statistics.median(seconds[c])
-        ratio = statistics.median(s / b for s, b in zip(seconds[c], base, strict=True))
+        eager = seconds[(c, False)]
+        rate = BATCH * args.steps / statistics.median(eager)
+        ratio = statistics.median(s / b for s, b in zip(eager, base, strict=True))
         params, head = flow_sizes(built[c][0])
-        print(f"| {c[0]} | {c[2]} | {rate:,.0f} | {ratio:.2f}x | {params:,} | "
-              f"{f'{head:,}' if head else '-'} |")
+        row = (f"| {c[0]} | {c[2]} | {rate:,.0f} | {ratio:.2f}x | {params:,} | "
+               f"{f'{head:,}' if head else '-'} |")
+        if args.compile:
+            compiled = seconds[(c, True)]
+            speedup = statistics.median(e / k for e, k in zip(eager, compiled, strict=True))
+            row += (f" {BATCH * args.steps / statistics.median(compiled):,.0f} | "
+                    f"{speedup:.2f}x | {compile_seconds[c]:.0f} |")
+        print(row)
 
 
 if __name__ == "__main__":
