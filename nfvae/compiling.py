@@ -4,7 +4,11 @@ Values:
 
 * ``auto`` (the default): train eager, time a few steps, then compile only if the
   remaining planned steps repay the compilation (``decide``). Short runs, like the
-  shipped digits run, stay eager; long ones compile.
+  shipped digits run, stay eager; long ones compile. Once compiled, it times as many
+  compiled steps and goes back to eager if they are not faster: inductor's CPU code is
+  slower than eager for some models (benchmarks/bench_flows.py --compile). The
+  measurement is kept with the compiled graph's cache entry, so the next run of the
+  same model decides from it (eager at once where compiling did not pay).
 * ``true``: compile from the first step; ``false``: never.
 * a dict of ``torch.compile`` options (``{mode: max-autotune}``): compile with them.
 
@@ -164,7 +168,10 @@ class TrainingForward:
         self.model, self.settings, self.key = model, settings, key
         self.compiled: Callable | None = None
         self.remaining, self.device_type = 0.0, "cpu"
-        self.stamps: list[float] | None = None
+        self.stamps: list[float] | None = None  # eager steps, until auto decides
+        self.checks: list[float] | None = None  # compiled steps, until auto checks
+        self.eager_step_s = math.nan
+        self.measured_marker: Path | None = None  # where auto's check is written
         self.broadcast: Callable[[Any], Any] | None = None
         self.marker: Path | None = None
 
@@ -208,19 +215,47 @@ class TrainingForward:
         self.stamps.append(time.perf_counter())
         if len(self.stamps) < WARMUP_STEPS + TIMED_STEPS + 1:
             return
-        steps = self.stamps[WARMUP_STEPS:]
-        step_s = statistics.median(b - a for a, b in zip(steps, steps[1:]))
-        self.stamps = None
+        step_s = _median_step(self.stamps)
+        self.stamps, self.eager_step_s = None, step_s
         remaining = self.remaining - WARMUP_STEPS - TIMED_STEPS
-        compile_now, why = decide(remaining, step_s, self.marker.exists())
+        measured = read_measurement(self.marker)
+        if measured and measured["compiled_s"] >= measured["eager_s"]:
+            compile_now, why = False, (
+                f"this model's compiled step measured {_ms(measured['compiled_s'])} against "
+                f"{_ms(measured['eager_s'])} eager in an earlier run; {self.marker}")
+        else:
+            saving = 1 - measured["compiled_s"] / measured["eager_s"] if measured else SAVING
+            compile_now, why = decide(remaining, step_s, self.marker.exists(), saving=saving)
         if self.broadcast is not None:
             # Every rank takes rank 0's decision (DDP): one rank compiling alone would
             # make the others wait for it at every gradient reduction.
             compile_now = bool(self.broadcast(compile_now))
         if compile_now:
             self._compile(f"training.compile=auto: {why}")
+            if self.compiled is not None and not measured:
+                self.checks = []
         else:
             log.info("training.compile=auto: training eager (%s)", why)
+
+    def _check_step(self, marker: Path | None) -> None:
+        """Time compiled steps as the eager ones were; back to eager if not faster."""
+        self.checks.append(time.perf_counter())
+        if len(self.checks) < WARMUP_STEPS + TIMED_STEPS + 1:
+            return
+        compiled_s, self.checks = _median_step(self.checks), None
+        slower = compiled_s >= self.eager_step_s
+        if self.broadcast is not None:
+            slower = bool(self.broadcast(slower))
+        if marker is not None:
+            write_measurement(marker, self.eager_step_s, compiled_s)
+        if slower:
+            self.compiled = None
+            log.info("training.compile=auto: the compiled step took %s against %s eager; "
+                     "training eager from here (kept in %s for the next run)",
+                     _ms(compiled_s), _ms(self.eager_step_s), marker)
+        else:
+            log.info("training.compile=auto: the compiled step takes %s against %s eager",
+                     _ms(compiled_s), _ms(self.eager_step_s))
 
     # -- the call
     def __call__(self, x: torch.Tensor, num_samples: int):
@@ -236,10 +271,38 @@ class TrainingForward:
             text = str(error).strip()
             log.warning("training.compile: compilation failed (%s); training eager",
                         text.splitlines()[0] if text else type(error).__name__)
-            self.compiled = None
+            self.compiled, self.checks = None, None
             return self.model(x, num_samples)
         if self.marker is not None:  # compiled once: the cache holds this graph now
             self.marker.parent.mkdir(parents=True, exist_ok=True)
             self.marker.touch()
-            self.marker = None
+            self.measured_marker, self.marker = self.marker, None
+        if self.checks is not None:
+            self._check_step(self.measured_marker)
         return terms
+
+
+def _median_step(stamps: list[float]) -> float:
+    """The median gap between successive calls after the untimed warm-up ones."""
+    steps = stamps[WARMUP_STEPS:]
+    return statistics.median(b - a for a, b in zip(steps, steps[1:]))
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.1f} ms"
+
+
+def read_measurement(marker: Path | None) -> dict[str, float] | None:
+    """The eager and compiled step times an earlier run measured for this graph, if any
+    (the marker of a graph compiled but not yet measured is empty)."""
+    try:
+        record = json.loads(marker.read_text()) if marker is not None else None
+        return {k: float(record[k]) for k in ("eager_s", "compiled_s")}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def write_measurement(marker: Path, eager_s: float, compiled_s: float) -> None:
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"eager_s": eager_s, "compiled_s": compiled_s,
+                                  "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}))

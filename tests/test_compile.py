@@ -21,7 +21,9 @@ from nfvae.compiling import (
     CompileSettings,
     cache_dir,
     decide,
+    read_measurement,
     remaining_training_steps,
+    write_measurement,
 )
 from nfvae.training import build_module, train
 
@@ -190,7 +192,7 @@ def test_auto_compiles_once_it_has_decided_to(compose_cfg, caplog, monkeypatch):
 
     import nfvae.compiling
 
-    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args: (True, "forced"))
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args, **kwargs: (True, "forced"))
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     with caplog.at_level(logging.INFO, logger="nfvae.compiling"):
         train(compose_cfg([*QUICK, COUNT, STOP, "test.enabled=false"]))
@@ -276,7 +278,7 @@ def test_a_run_resumed_from_a_compiled_checkpoint_compiles_at_once(compose_cfg, 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     # aot_eager needs no C++ compiler (the no-compiler test leaves torch's lookup cached)
     monkeypatch.setattr(nfvae.compiling, "compiler_missing", lambda *args: None)
-    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args: (True, "forced"))
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args, **kwargs: (True, "forced"))
     run = tmp_path / "run"
     base = [*QUICK, COUNT, "test.enabled=false", "trainer.limit_train_batches=20"]
     train(compose_cfg([*base, "trainer.max_epochs=1"], output_dir=run))
@@ -286,9 +288,79 @@ def test_a_run_resumed_from_a_compiled_checkpoint_compiles_at_once(compose_cfg, 
 
     CountGraphs.compiles.clear()
     torch._dynamo.reset()
-    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args: (False, "forced eager"))
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args, **kwargs: (False, "forced eager"))
     train(compose_cfg([*base, "trainer.max_epochs=2", "ckpt_path=last"], output_dir=run))
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 2 * steps and resumed[COMPILED_KEY] is True
     # the first training batch after the resume compiled the graph
     assert CountGraphs.compiles[0][0] == "train"
+
+
+class CompiledAtEnd(pl.Callback):
+    """Whether the training step was compiled when training ended."""
+
+    seen: list[bool] = []
+
+    def on_train_end(self, trainer, pl_module):
+        CompiledAtEnd.seen.append(pl_module.training_forward.is_compiled)
+
+
+def test_auto_goes_back_to_eager_when_compiling_did_not_pay_and_remembers(
+        compose_cfg, caplog, monkeypatch, tmp_path):
+    """auto compiles (the decision forced), times the compiled steps as it timed the eager
+    ones, finds them slower (a stand-in compiler that adds 30 ms a step) and trains eager
+    from there; the next run of the same model reads that and stays eager without
+    compiling at all."""
+    import time
+
+    import nfvae.compiling
+
+    compiled = []
+
+    def slow_compile(fn, **options):
+        compiled.append(fn)
+
+        def run(*args, **kwargs):
+            time.sleep(0.03)
+            return fn(*args, **kwargs)
+        return run
+
+    # Its own cache: the measurement it writes must not reach other tests' runs.
+    monkeypatch.setenv("NFVAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache" / "torchinductor"))
+    monkeypatch.setattr(torch, "compile", slow_compile)
+    monkeypatch.setattr(nfvae.compiling, "compiler_missing", lambda *args: None)
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args, **kwargs: (True, "forced"))
+    steps = 2 * (WARMUP_STEPS + TIMED_STEPS + 1) + 2
+    cfg = [*QUICK, "+callbacks.end._target_=test_compile.CompiledAtEnd", "test.enabled=false",
+           f"trainer.max_steps={steps}", "trainer.limit_val_batches=0"]
+    CompiledAtEnd.seen.clear()
+    with caplog.at_level(logging.INFO, logger="nfvae.compiling"):
+        train(compose_cfg(cfg, output_dir=tmp_path / "first"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "nfvae.compiling"]
+    assert len(compiled) == 1 and CompiledAtEnd.seen == [False], lines
+    assert "the compiled step took" in lines[-1] and "training eager from here" in lines[-1]
+    markers = list((tmp_path / "cache" / "torchinductor" / "nfvae-compiled").iterdir())
+    measured = read_measurement(markers[0])
+    assert len(markers) == 1 and measured["compiled_s"] > measured["eager_s"] + 0.02
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nfvae.compiling"):
+        train(compose_cfg(cfg, output_dir=tmp_path / "second"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "nfvae.compiling"]
+    assert len(compiled) == 1 and CompiledAtEnd.seen == [False, False]
+    assert len(lines) == 1 and "measured" in lines[0] and "in an earlier run" in lines[0], lines
+
+
+def test_a_measured_saving_replaces_the_assumed_one(tmp_path):
+    """decide() weighs an earlier run's measured saving, not the assumed SAVING."""
+    marker = tmp_path / "marker"
+    assert read_measurement(marker) is None
+    marker.touch()  # compiled, not yet measured
+    assert read_measurement(marker) is None
+    write_measurement(marker, eager_s=0.010, compiled_s=0.005)
+    assert read_measurement(marker) == {"eager_s": 0.010, "compiled_s": 0.005}
+    steps = WARM_COMPILE_S / (0.01 * 0.5) * 1.1  # repays at a 50% saving, not at 15%
+    assert decide(steps, 0.01, cached=True, saving=0.5)[0]
+    assert not decide(steps, 0.01, cached=True)[0]
+
