@@ -85,7 +85,11 @@ STOP = "+callbacks.stop._target_=test_compile.StopAfterDecision"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_records():
+def _fresh_records(monkeypatch, tmp_path):
+    # Each test its own compile cache: a step-time measurement one run keeps there
+    # (auto's check) must not steer another test's decision.
+    monkeypatch.setenv("NFVAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache" / "torchinductor"))
     CountGraphs.compiles.clear()
     StopAfterDecision.seen.clear()
     # Dynamo keeps compiled code per code object across module instances: each test
@@ -350,6 +354,14 @@ def test_auto_goes_back_to_eager_when_compiling_did_not_pay_and_remembers(
     lines = [r.getMessage() for r in caplog.records if r.name == "nfvae.compiling"]
     assert len(compiled) == 1 and CompiledAtEnd.seen == [False, False]
     assert len(lines) == 1 and "measured" in lines[0] and "in an earlier run" in lines[0], lines
+
+    # A measurement that says compiling halves the step: auto weighs that saving.
+    write_measurement(markers[0], eager_s=0.010, compiled_s=0.005)
+    savings = []
+    monkeypatch.setattr(nfvae.compiling, "decide", lambda *args, **kwargs: (
+        savings.append(kwargs.get("saving")), (False, "spied"))[1])
+    train(compose_cfg(cfg, output_dir=tmp_path / "third"))
+    assert savings == [pytest.approx(0.5)] and len(compiled) == 1
 
 
 def test_a_measured_saving_replaces_the_assumed_one(tmp_path):

@@ -16,7 +16,7 @@ from nfvae.flows.image import ActNorm2d, squeeze
 from nfvae.image_flow.data import example_uniform
 from nfvae.image_flow.figures import image_flow_figures
 from nfvae.image_flow.module import FlowDensityModule
-from nfvae.loading import MODULE_KEY as CLASS_KEY
+from nfvae.loading import MODULE_KEY as CLASS_KEY, load_module
 from nfvae.training import build_datamodule, build_module, train
 from test_resume import finish, launch, pause_in, scalars, shown_steps, wait_for
 from tests_support import read_events
@@ -279,7 +279,8 @@ def test_kill_during_validation_then_resume_shows_every_figure(tmp_path):
         assert scalars(run, tag) == scalars(tmp_path / "straight", tag), tag
 
 
-def test_checkpoints_from_before_the_prior_bound_keep_the_unbounded_prior(compose_cfg):
+def test_checkpoints_from_before_the_prior_bound_keep_the_unbounded_prior(compose_cfg,
+                                                                          tmp_path):
     """The shipped config bounds the priors' log-scales; a checkpoint without the setting
     holds Glow's unbounded prior: it resumes under prior_max_log_scale=null, and the
     shipped bound is named as the difference instead of silently changing its density."""
@@ -298,6 +299,12 @@ def test_checkpoints_from_before_the_prior_bound_keep_the_unbounded_prior(compos
                                 if k != "prior_max_log_scale"},
            "state_dict": unbounded.state_dict()}
     check_compatible(old, unbounded, "old.ckpt")
+    path = tmp_path / "old.ckpt"
+    torch.save({**old, CLASS_KEY: "nfvae.image_flow.module.FlowDensityModule"}, path)
+    loaded = load_module(path)
+    assert loaded.flow.top.max_log_scale is None
+    assert all(level.split is None or level.split.max_log_scale is None
+               for level in loaded.flow.levels)
     with pytest.raises(CheckpointError, match="prior_max_log_scale is None in the checkpoint "
                                               "but 10.0 in the config"):
         check_compatible(old, bounded, "old.ckpt")

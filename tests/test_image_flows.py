@@ -281,7 +281,8 @@ def test_bounded_priors_are_the_gaussians_of_the_clamped_scale():
     with torch.no_grad():
         for p in [*split.parameters(), *top.parameters()]:
             p.normal_(0.0, 2.0)  # raw log-scales well past c
-    x, z = torch.randn(5, 4, 3, 3, dtype=torch.float64), torch.randn(5, 2, 3, 3, dtype=torch.float64)
+    x = torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    z = torch.randn(5, 2, 3, 3, dtype=torch.float64)
     normal = torch.distributions.Normal(0.0, 1.0)
 
     h, eps, log_det = split.split(x)

@@ -67,7 +67,8 @@ class FlowDensityModule(TrainingModule):
                  steps_per_level: int = 8, hidden_channels: int = 128, kind: str = "glow",
                  coupling: str = "affine", permutation: str | None = None,
                  logit_alpha: float | None = None, max_log_scale: float = 3.0,
-                 prior_max_log_scale: float | None = None, pad_to: list[int] | None = None, num_levels: int = 256,
+                 prior_max_log_scale: float | None = None, pad_to: list[int] | None = None,
+                 num_levels: int = 256,
                  test_num_samples: int = 1, eval_noise_seed: int = 0,
                  data: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
                  skip_nonfinite: bool = False):

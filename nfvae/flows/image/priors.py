@@ -11,11 +11,12 @@ bijection x -> (eps_1, ..., eps_L) onto standard normal noise. Sampling at tempe
 T draws eps ~ N(0, T^2 I), i.e. z ~ N(mu, T^2 sigma^2) as in Glow.
 
 Glow leaves log_sigma unbounded. ``max_log_scale`` = c soft-clamps it as the affine
-couplings clamp theirs, log_sigma = c tanh(raw / c): a prior that has collapsed onto a
-near-constant latent (MNIST's zero border) can otherwise reach log_sigma ~ -70, and then
-one unusual image's eps = (z - mu) exp(-log_sigma) passes 1e19, eps^2 overflows float32
-and the loss is NaN (seen in a Glow run on MNIST at step 2044). None keeps Glow's prior,
-and with it every checkpoint trained before the option existed.
+couplings clamp theirs, log_sigma = c tanh(raw / c). A Glow trained on MNIST keeps its
+prior log-scales within [-0.7, 0.7] on MNIST digits, but an unusual image (inverted
+digits, noise, one training image at step 2044) drives the conditional prior's
+log_sigma to -8e6 and beyond; eps = (z - mu) exp(-log_sigma) then overflows float32 and
+log p is -inf (a NaN loss in training). None keeps Glow's prior, and with it every
+checkpoint trained before the option existed.
 """
 
 from __future__ import annotations
