@@ -6,6 +6,12 @@ import torch
 from torch import Tensor
 
 
+def soft_clamp(x: Tensor, bound: float | None) -> Tensor:
+    """bound * tanh(x / bound): |result| < bound, ~x where |x| << bound; None: x. The
+    couplings' log-scales (``max_log_scale``) and Glow's priors' use it."""
+    return x if bound is None else bound * torch.tanh(x / bound)
+
+
 class CouplingSplit:
     """First/second half of z; on odd layers the halves swap roles, so a stack of
     couplings alternates its masks and every coordinate gets transformed."""

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from nfvae.flows.base import NetworkFlow
 from nfvae.flows.conditioner import ConditionerMLP
-from nfvae.flows.coupling import CouplingSplit
+from nfvae.flows.coupling import CouplingSplit, soft_clamp
 
 
 class AffineCouplingFlow(NetworkFlow):
@@ -47,8 +47,7 @@ class AffineCouplingFlow(NetworkFlow):
     def _scale_shift(self, z_a: Tensor, context: Tensor | None,
                      repeats: int = 1) -> tuple[Tensor, Tensor]:
         s_raw, t = self.net(z_a, context, repeats).chunk(2, dim=-1)
-        c = self.max_log_scale
-        return c * torch.tanh(s_raw / c), t
+        return soft_clamp(s_raw, self.max_log_scale), t
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.forward_repeated(z, context, 1)

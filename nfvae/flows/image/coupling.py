@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nfvae.flows.coupling import CouplingSplit
+from nfvae.flows.coupling import CouplingSplit, soft_clamp
 from nfvae.flows.image.base import ImageFlow, per_image
 
 COUPLINGS = ("affine", "additive")
@@ -62,8 +62,7 @@ class _Coupling(ImageFlow):
         if not self.affine:
             return None, out
         s_raw, t = out.chunk(2, dim=1)
-        c = self.max_log_scale
-        return c * torch.tanh(s_raw / c), t
+        return soft_clamp(s_raw, self.max_log_scale), t
 
     def _num_params(self, transformed_channels: int) -> int:
         return (2 if self.affine else 1) * transformed_channels

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nfvae.flows.coupling import soft_clamp
 from nfvae.flows.image.base import check_image, per_image
 
 
@@ -35,11 +36,6 @@ def standardize(z: Tensor, mean: Tensor, log_scale: Tensor) -> tuple[Tensor, Ten
 def unstandardize(eps: Tensor, mean: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
     """eps -> z = mean + exp(log_scale) eps, and log|dz/d eps| (B,)."""
     return mean + torch.exp(log_scale) * eps, per_image(log_scale.expand_as(eps), eps)
-
-
-def soft_clamp(x: Tensor, bound: float | None) -> Tensor:
-    """bound * tanh(x / bound): |result| < bound, ~x where |x| << bound; None: x."""
-    return x if bound is None else bound * torch.tanh(x / bound)
 
 
 def _check_bound(max_log_scale: float | None) -> float | None:
